@@ -1,0 +1,36 @@
+"""`tokgen judge`: measure the embedded judges on real test images (clean and degraded).
+
+These are the referees of every quality figure in the suite, so their own accuracy is printed
+as JSON, reproducibly, rather than asserted once and forgotten.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "measure the shapes and digits judges on real test images (clean and degraded), as JSON"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tokgen judge", description=HELP)
+    p.add_argument("--judge", choices=("shapes", "digits", "all"), default="all")
+    p.add_argument("--n", type=int, default=2000, help="shapes: test images per configuration")
+    p.add_argument("--image-size", type=int, default=None, help="shapes: 32 or 64 (default: both)")
+    p.add_argument("--num-objects", type=int, default=None, help="shapes: 1 or 2 (default: both)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.judge in ("shapes", "all"):
+        from eval.judges import shapes
+
+        for objects in [args.num_objects] if args.num_objects else [1, 2]:
+            for size in [args.image_size] if args.image_size else [32, 64]:
+                print(json.dumps(shapes.measure(args.n, size, objects, args.seed)), flush=True)
+    if args.judge in ("digits", "all"):
+        from eval.judges import digits
+
+        print(json.dumps(digits.measure(args.seed)), flush=True)
+    return 0
