@@ -14,6 +14,8 @@ COMMANDS = {
     "demo": "demo",
     "data": "data",
     "judge": "judge",
+    "train-tokenizer": "train_tokenizer",
+    "extract-tokens": "extract_tokens",
 }
 
 

@@ -145,6 +145,8 @@ class DigitsJudge:
     judge.features(images)       # (B, 64), for Frechet distances
     """
 
+    condition = "label"  # what score() compares images with (CONTRIBUTING.md, Judges)
+
     def __init__(self, image_size: int = 32, seed: int = 0, config: DigitsJudgeConfig | None = None):
         if image_size not in IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {IMAGE_SIZES} for the digits judge, got {image_size!r}")

@@ -64,6 +64,8 @@ class ShapesJudge:
     ``image_size`` and ``num_objects`` must match the data (``ShapesDataset`` arguments).
     """
 
+    condition = "caption"  # what score() compares images with (CONTRIBUTING.md, Judges)
+
     def __init__(self, image_size: int = 32, num_objects: int = 1, max_rel_error: float = 0.35,
                  max_color_residual: float = 0.12,
                  blur_levels: tuple[float, ...] = (0.0, 0.35, 0.7, 1.05)):

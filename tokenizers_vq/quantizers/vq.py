@@ -1,0 +1,87 @@
+"""Single-scale vector quantization.
+
+van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation Learning" (VQ-VAE), NeurIPS
+2017, with the codebook practice of Yu et al., "Vector-quantized Image Modeling with Improved
+VQGAN" (ViT-VQGAN), ICLR 2022: factorised low-dimensional lookup (`codebook_dim`), l2-normalised
+codes (`use_cosine_sim`), EMA updates, k-means init and dead-code restarts.
+
+All of it is vector-quantize-pytorch's `VectorQuantize`; this file only adapts it to the
+`Quantizer` interface.  Two choices differ from the library's defaults:
+- gradients pass by the straight-through estimator (the library defaults to the rotation trick);
+  `rotation_trick=True` brings it back;
+- the commitment weight defaults to VQGAN's beta = 0.25 (the library: 1.0).  With a learnable
+  codebook the library weighs the codebook term ||sg[z_e] - z_q||^2 by the same beta.
+"""
+
+from __future__ import annotations
+
+from einops import rearrange
+from torch import Tensor
+from vector_quantize_pytorch import VectorQuantize
+
+from ..config import TokenizerConfig
+from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision
+
+
+class VQ(Quantizer):
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        token_size: int,
+        *,
+        codebook_dim: int | None = None,
+        use_cosine_sim: bool = False,
+        learnable_codebook: bool = False,
+        ema_decay: float = 0.99,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        threshold_ema_dead_code: float = 2.0,
+        commitment_weight: float = 0.25,
+        rotation_trick: bool = False,
+        sync_codebook: bool | None = None,
+    ):
+        super().__init__()
+        self.dim, self.codebook_size, self.scales = dim, codebook_size, [token_size]
+        self.vq = VectorQuantize(
+            dim=dim,
+            codebook_size=codebook_size,
+            codebook_dim=codebook_dim,
+            use_cosine_sim=use_cosine_sim,
+            learnable_codebook=learnable_codebook,
+            ema_update=not learnable_codebook,
+            decay=ema_decay,
+            kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters,
+            threshold_ema_dead_code=threshold_ema_dead_code,
+            commitment_weight=commitment_weight,
+            rotation_trick=rotation_trick,
+            sync_codebook=sync_codebook,
+            accept_image_fmap=True,
+        )
+
+    @classmethod
+    def from_config(cls, cfg: TokenizerConfig) -> "VQ":
+        return cls(
+            cfg.z_channels, cfg.codebook_size, cfg.token_size,
+            codebook_dim=cfg.codebook_dim, use_cosine_sim=cfg.use_cosine_sim,
+            learnable_codebook=cfg.learnable_codebook, ema_decay=cfg.ema_decay,
+            kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters,
+            threshold_ema_dead_code=cfg.threshold_ema_dead_code,
+            commitment_weight=cfg.commitment_weight, rotation_trick=cfg.rotation_trick,
+            sync_codebook=cfg.sync_codebook,
+        )
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        with full_precision(z.device):
+            z_q, indices, loss = self.vq(z.float())  # (B, C, h, w), (B, h, w), ()
+        usage, perplexity = codebook_stats(indices, self.codebook_size)
+        return QuantizerOutput(z_q, [indices], loss, {"usage": usage, "perplexity": perplexity})
+
+    def indices_to_latent(self, indices: list[Tensor]) -> Tensor:
+        (ids,) = indices
+        with full_precision(ids.device):
+            # Not vq.get_output_from_indices: with accept_image_fmap it applies project_out to
+            # channel-first codes, i.e. to the width axis (vector-quantize-pytorch 1.32.0).
+            codes = self.vq.project_out(self.vq.codebook[ids])  # (B, h, w, C)
+        return rearrange(codes, "b h w c -> b c h w")

@@ -1,0 +1,227 @@
+"""`VQTokenizer`: images <-> token maps, with one conv autoencoder and a pluggable quantizer.
+
+    tok = VQTokenizer(get_preset("shapes-tiny"))
+    tokens = tok.encode(images)          # list of LongTensor (B, s, s), one per scale
+    images = tok.decode(tokens)          # (B, 3, H, W) in [0, 1]
+    recon, qout = tok(images)            # training: unclamped recon, QuantizerOutput
+    tok.save_pretrained("ckpt/tok");  tok = VQTokenizer.from_pretrained("ckpt/tok")
+
+Checkpoints are a directory with `config.json` (the config and the spec) and `model.safetensors`;
+nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .autoencoder import Decoder, Encoder
+from .config import TokenizerConfig, TokenizerSpec
+from .quantizers import QuantizerOutput, build_quantizer
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "tokgen.VQTokenizer"
+FORMAT_VERSION = 1
+
+
+class VQTokenizer(nn.Module):
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        self.config = config
+        arch = dict(
+            base_width=config.base_width, channel_mults=config.channel_mults,
+            num_res_blocks=config.num_res_blocks, z_channels=config.z_channels,
+            resolution=config.image_size, attn_resolutions=config.attn_resolutions,
+            mid_attention=config.mid_attention,
+        )
+        self.encoder = Encoder(in_channels=config.channels, **arch)
+        self.quantizer = build_quantizer(config)
+        self.decoder = Decoder(out_channels=config.channels, **arch)
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def spec(self) -> TokenizerSpec:
+        return self.config.spec
+
+    @property
+    def last_layer(self) -> Tensor:
+        """The decoder's last weight, for VQGAN's adaptive GAN weight."""
+        return self.decoder.last_layer
+
+    # ------------------------------------------------------------------ model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, QuantizerOutput]:
+        """Training path: images (B, C, H, W) in [0, 1] -> (recon, quantizer output).
+
+        `recon` is float32 and not clamped (clamping would cut gradients at the borders)."""
+        self.check_images(images)
+        z = self.encoder(images * 2 - 1)        # (B, z_channels, h, w)
+        qout = self.quantizer(z)
+        # contiguous: the decoder then sees one memory layout on every path, so decode(encode(x))
+        # matches forward bit for bit (convs round differently in channels-last layout).
+        recon = (self.decoder(qout.z_q.contiguous()) + 1) / 2
+        return recon, qout
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> list[Tensor]:
+        """Images (B, C, H, W) in [0, 1] -> one LongTensor (B, s, s) per scale, coarse to fine.
+
+        Runs in inference mode (eval, no grad): encoding never updates the codebook."""
+        self.check_images(images)
+        with _eval_mode(self):
+            return self.quantizer(self.encoder(images * 2 - 1)).indices
+
+    @torch.no_grad()
+    def decode(self, tokens: list[Tensor]) -> Tensor:
+        """One LongTensor (B, s, s) per scale -> images (B, C, H, W) in [0, 1], float32."""
+        self.check_tokens(tokens)
+        with _eval_mode(self):
+            z_q = self.quantizer.indices_to_latent(list(tokens))
+            return ((self.decoder(z_q.contiguous()) + 1) / 2).clamp(0, 1)
+
+    # ------------------------------------------------------------------ input checks
+
+    def check_images(self, images: Tensor) -> None:
+        c, size = self.config.channels, self.config.image_size
+        expected = f"(B, {c}, {size}, {size})"
+        if not isinstance(images, Tensor) or images.ndim != 4:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"expected a batch of images {expected}, got {shape}: add the batch "
+                             f"dimension with images.unsqueeze(0) for a single image")
+        if images.shape[1] != c:
+            fix = "repeat grey images to RGB with x.repeat(1, 3, 1, 1)" if images.shape[1] == 1 else \
+                f"this tokenizer was built for {c} channels (TokenizerConfig.channels)"
+            raise ValueError(f"expected images of shape {expected}, got {tuple(images.shape)}: {fix}")
+        h, w = images.shape[-2:]
+        if h % self.config.factor or w % self.config.factor:
+            raise ValueError(
+                f"image size {h}x{w} is not divisible by the tokenizer's downsampling factor "
+                f"{self.config.factor}; resize or crop to {size}x{size}"
+            )
+        if (h, w) != (size, size):
+            raise ValueError(f"expected images of shape {expected}, got {tuple(images.shape)}: this "
+                             f"tokenizer was configured for {size}x{size}; resize or crop the images")
+        if not images.is_floating_point():
+            raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}: "
+                             f"convert with images.float() / 255")
+        lo, hi = torch.aminmax(images.detach())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(f"expected images in [0, 1], got values in [{lo.item():.3g}, {hi.item():.3g}]: "
+                             f"convert from [-1, 1] with (x + 1) / 2, or clamp with x.clamp(0, 1)")
+
+    def check_tokens(self, tokens: list[Tensor]) -> None:
+        scales, v = self.spec.scales, self.spec.codebook_size
+        want = ", ".join(f"(B, {s}, {s})" for s in scales)
+        if isinstance(tokens, Tensor) or not isinstance(tokens, (list, tuple)):
+            raise ValueError(f"expected a list of {len(scales)} token maps [{want}], got "
+                             f"{type(tokens).__name__}: wrap a single map as [tokens]")
+        if len(tokens) != len(scales):
+            raise ValueError(f"expected {len(scales)} token maps (scales {list(scales)}), got "
+                             f"{len(tokens)}: pass every scale, coarse to fine, as encode returns them")
+        batch = tokens[0].shape[0] if isinstance(tokens[0], Tensor) and tokens[0].ndim else None
+        for k, (t, s) in enumerate(zip(tokens, scales)):
+            if not isinstance(t, Tensor) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise ValueError(f"token map {k} must be an integer tensor, got "
+                                 f"{getattr(t, 'dtype', type(t).__name__)}: convert with .long()")
+            if t.ndim != 3 or t.shape[1:] != (s, s) or t.shape[0] != batch:
+                raise ValueError(f"token map {k} has shape {tuple(t.shape)}, expected ({batch}, {s}, {s}): "
+                                 f"expected maps [{want}] with one batch size")
+            lo, hi = torch.aminmax(t)
+            if lo < 0 or hi >= v:
+                raise ValueError(f"token map {k} has ids in [{lo.item()}, {hi.item()}], outside "
+                                 f"[0, {v - 1}] (codebook_size {v}): the tokens come from another "
+                                 f"tokenizer or a generator built with a different codebook size")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors to `save_directory`, atomically (temp dir, then
+        rename), replacing a previous checkpoint there."""
+        target = Path(save_directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            # sync_codebook is how this process trained (DDP or not), not part of the model: a
+            # checkpoint loads as "auto" so it works in a single process and under DDP alike.
+            config = {**self.config.to_dict(), "sync_codebook": None}
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                    "config": config, "spec": self.spec.to_dict()}
+            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+            weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            _replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        config: TokenizerConfig | None = None,
+        device: str | torch.device = "cpu",
+    ) -> "VQTokenizer":
+        """Load a directory written by `save_pretrained`.  `config` replaces the stored config
+        (e.g. to change `sync_codebook`); the weights must fit it.  Returns the model in eval mode."""
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory / name} not found: pass a directory written by "
+                                        f"VQTokenizer.save_pretrained")
+        meta = json.loads((directory / CONFIG_NAME).read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{directory / CONFIG_NAME} is not a tokgen tokenizer checkpoint "
+                             f"(format {meta.get('format')!r}, expected {FORMAT!r})")
+        model = cls(config if config is not None else TokenizerConfig.from_dict(meta["config"]))
+        state = load_file(str(directory / WEIGHTS_NAME))
+        load_checked(model, state, source=str(directory))
+        return model.to(device).eval()
+
+
+def load_checked(model: nn.Module, state: dict[str, Tensor], source: str = "checkpoint") -> None:
+    """`load_state_dict(strict=True)`, raising one ValueError that names every missing,
+    unexpected and mis-shaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misshaped = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                       for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or misshaped:
+        parts = [f"{name} keys {keys}" for name, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+        raise ValueError(f"{source} does not fit the tokenizer config: " + "; ".join(parts) +
+                         ". Load it with the config it was saved with (omit `config=`) or retrain.")
+    model.load_state_dict(state, strict=True)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished `src` to `dst`; an existing `dst` is moved aside first and then removed."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+    os.replace(dst, old / dst.name)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)

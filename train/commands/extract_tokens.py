@@ -1,0 +1,60 @@
+"""`tokgen extract-tokens`: encode a dataset once with a trained tokenizer and write its tokens
+(with labels and captions) to disk, so generators train on tokens, not pixels.
+
+    tokgen extract-tokens --tokenizer runs/tokenizer/tokenizer --dataset shapes --out runs/tokens-shapes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "encode a dataset with a trained tokenizer and write its tokens, labels and captions"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tokgen extract-tokens", description=HELP)
+    p.add_argument("--tokenizer", required=True, help="a folder written by train-tokenizer (…/tokenizer)")
+    p.add_argument("--dataset", default="shapes", help="shapes | digits | photos | folder:PATH | hf:NAME_OR_PATH")
+    p.add_argument("--out", required=True, help="token folder to write")
+    p.add_argument("--splits", default="train,val,test", help="comma-separated splits")
+    p.add_argument("--limit", type=int, default=0, help="at most this many items per split (0 = all)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    return p
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+    from tqdm.auto import tqdm
+
+    from tokenizers_vq import VQTokenizer
+    from train.data import build_dataset
+    from train.data.tokens import write_token_split
+
+    tokenizer = VQTokenizer.from_pretrained(args.tokenizer, device=args.device).eval()
+    spec = tokenizer.spec
+    summary = {}
+    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+        ds = build_dataset(args.dataset, split, spec.image_size)
+        n = min(len(ds), args.limit) if args.limit else len(ds)
+        scales: list[list[torch.Tensor]] = [[] for _ in spec.scales]
+        labels, captions = [], []
+        for lo in tqdm(range(0, n, args.batch_size), desc=f"encoding {split}"):
+            items = [ds[i] for i in range(lo, min(n, lo + args.batch_size))]
+            images = torch.stack([it["image"] for it in items]).to(args.device)
+            for k, t in enumerate(tokenizer.encode(images)):
+                scales[k].append(t.cpu())
+            labels += [it["label"] for it in items]
+            captions += [it["caption"] for it in items]
+        write_token_split(args.out, split, [torch.cat(s) for s in scales], torch.tensor(labels), captions,
+                          spec.to_dict(), args.dataset)
+        summary[split] = n
+    print(json.dumps({"out": args.out, "items": summary, "spec": spec.to_dict()}, indent=2))
+    return 0

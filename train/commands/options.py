@@ -1,0 +1,73 @@
+"""Command-line options generated from config dataclasses, so every field (with the comment that
+documents it) is settable from the shell without a second list of flags to keep in step."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import re
+import typing
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """The `# comment` after each field in the dataclass's source: it becomes the --help text."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+)\s*:.*?#\s*(.*)$", line)
+        if m:
+            comments[m.group(1)] = m.group(2).replace("%", "%%")
+    return comments
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (),
+                          defaults: dict | None = None, title: str | None = None) -> None:
+    """Add `--field-name` for each field of `cls` (default from `defaults` or the dataclass)."""
+    group = parser.add_argument_group(title or cls.__name__)
+    comments, hints = _field_comments(cls), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = (defaults or {}).get(f.name, f.default)
+        kind = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{comments.get(f.name, '')} (default: {default})"
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, type=_parse_bool, default=default, metavar="BOOL", help=help_text)
+        elif kind in (int, float, str):
+            group.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text)
+        else:  # optional values, tuples: given as JSON (or a plain string)
+            group.add_argument(flag, dest=f.name, type=_parse_json, default=default, metavar="JSON", help=help_text)
+
+
+def dataclass_from_args(cls, args: argparse.Namespace, **extra):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values.update(extra)
+    return cls(**values)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """['codebook_size=512', 'scales=[1,2,4,8]'] -> {'codebook_size': 512, 'scales': [1, 2, 4, 8]}."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set expects KEY=VALUE, got {pair!r} (e.g. --set codebook_size=512)")
+        out[key.strip()] = _parse_json(value)
+    return out
+
+
+def _parse_json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None if text.lower() in ("none", "null") else text
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
