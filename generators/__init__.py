@@ -1,0 +1,31 @@
+"""generators: tokens -> tokens.
+
+One shared transformer core (`generators.core`), one interface (`Generator`: `loss`, `generate`,
+`save_pretrained` / `from_pretrained`), a registry of families (`FAMILIES`, `build_generator`),
+shared sampling helpers, mask schedules and conditioning.  Families: "ar" (DALL-E / LlamaGen
+style autoregression), "maskgit" (MaskGIT / Muse).  Imports neither `train`, `eval` nor
+`tokenizers_vq`: a generator is built from a tokenizer *spec*.
+"""
+
+from .ar import ARConfig, ARGenerator            # importing a family module registers it
+from .base import FAMILIES, Generator, build_generator, family_class, load_generator, register_family
+from .conditioning import NULL_LABEL, ClassEmbedder, Condition, TextConditioner, as_condition
+from .config import CONDITIONS, SIZES, GeneratorConfig, size_preset
+from .core import Transformer, TransformerConfig, block_causal_mask, causal_mask
+from .maskgit import MaskGITConfig, MaskGITGenerator
+from .sampling import (GUIDANCE_SCHEDULES, cfg_mix, filter_logits, guidance_scale, gumbel_noise, sample,
+                       top_k_filter, top_p_filter)
+from .schedules import MASK_SCHEDULES, mask_ratio
+from .spec import TokenSpec, as_spec, flatten_tokens, unflatten_tokens
+from .text import (FrozenHFTextEncoder, TextEncoder, decode_captions, encode_captions, max_caption_tokens,
+                   train_text_tokenizer)
+
+__all__ = [
+    "ARConfig", "ARGenerator", "CONDITIONS", "ClassEmbedder", "Condition", "FAMILIES", "FrozenHFTextEncoder",
+    "GUIDANCE_SCHEDULES", "Generator", "GeneratorConfig", "MASK_SCHEDULES", "MaskGITConfig", "MaskGITGenerator",
+    "NULL_LABEL", "SIZES", "TextConditioner", "TextEncoder", "TokenSpec", "Transformer", "TransformerConfig",
+    "as_condition", "as_spec", "block_causal_mask", "build_generator", "causal_mask", "cfg_mix",
+    "decode_captions", "encode_captions", "family_class", "filter_logits", "flatten_tokens", "guidance_scale",
+    "gumbel_noise", "load_generator", "mask_ratio", "max_caption_tokens", "register_family", "sample", "size_preset",
+    "top_k_filter", "top_p_filter", "train_text_tokenizer", "unflatten_tokens",
+]

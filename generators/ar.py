@@ -1,0 +1,206 @@
+"""Autoregressive image-token generation, one token at a time in raster order.
+
+- Caption-conditional, DALL-E style (Ramesh et al., "Zero-Shot Text-to-Image Generation",
+  ICML 2021): one decoder-only transformer over [BOS, caption tokens (BPE, padded to a fixed
+  length), image tokens]; cross-entropy on caption and image tokens weighted 1/8 and 7/8.
+- Class-conditional (Esser et al., "Taming Transformers", CVPR 2021; Sun et al., "LlamaGen",
+  2024): a class token in front instead of the caption; a learned null class for guidance.
+- Unconditional: a learned start token.
+
+Multi-scale token lists are one sequence, coarse scales first (spec.py).  Sampling prefills the
+prefix into a static KV cache, then feeds one token per step (no re-encoding); classifier-free
+guidance runs the conditional and null rows in the same batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Generator, eval_mode, register_family
+from .conditioning import ClassEmbedder, Condition, drop_mask
+from .config import GeneratorConfig
+from .core import ImagePositions, LearnedPositions, Transformer, TransformerConfig
+from .sampling import guided, mix_guided, sample
+from .spec import unflatten_tokens
+
+
+@dataclass
+class ARConfig(GeneratorConfig):
+    text_loss_weight: float = 0.125    # condition="text": caption-token loss weight (DALL-E 1/8); 0 = no text loss
+    image_loss_weight: float = 0.875   # condition="text": image-token loss weight (DALL-E 7/8)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.text_loss_weight < 0 or self.image_loss_weight <= 0:
+            raise ValueError(f"loss weights must be text >= 0 and image > 0, got {self.text_loss_weight}, "
+                             f"{self.image_loss_weight}")
+
+
+@register_family("ar")
+class ARGenerator(Generator):
+    config_class = ARConfig
+    uses_text_encoder = False    # caption tokens are part of the sequence
+
+    def __init__(self, spec: Any, config: ARConfig | dict | None = None, *, text_tokenizer=None):
+        super().__init__(spec, config, text_tokenizer=text_tokenizer)
+        cfg, D, V = self.config, self.config.width, self.spec.codebook_size
+        self.num_tokens = self.spec.tokens_per_image                            # N
+        text = cfg.condition == "text"
+        self.prefix_len = cfg.text_length + 1 if text else 1                    # P
+        self.tok_emb = nn.Embedding(V, D)
+        self.img_pos = ImagePositions(self.spec.scales, D, cfg.positions)
+        if cfg.condition == "class":
+            self.class_emb = ClassEmbedder(cfg.num_classes, D)
+        else:
+            self.bos = nn.Parameter(torch.randn(1, 1, D) * 0.02)
+        if text:
+            self.null_text_id = cfg.text_vocab_size                             # one extra learned id
+            self.text_emb = nn.Embedding(cfg.text_vocab_size + 1, D)
+            self.text_pos = LearnedPositions(self.prefix_len, D)
+            self.text_head = nn.Linear(D, cfg.text_vocab_size) if cfg.text_loss_weight > 0 else None
+            nn.init.normal_(self.text_emb.weight, std=0.02)
+        self.core = Transformer(TransformerConfig(width=D, depth=cfg.depth, heads=cfg.heads,
+                                                  mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(D, V)
+        nn.init.normal_(self.tok_emb.weight, std=0.02)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    # ------------------------------------------------------------------ network
+
+    def _prefix(self, cond: Condition | None, batch: int, drop: Tensor | None) -> Tensor:
+        """The condition as the first P positions: (B, P, D)."""
+        kind = self.config.condition
+        if kind == "class":
+            labels = cond.labels if cond is not None else torch.full((batch,), -1, device=self.device)
+            return self.class_emb(labels, drop)[:, None]                        # (B, 1, D)
+        bos = self.bos.expand(batch, -1, -1)                                    # (B, 1, D)
+        if kind == "none":
+            return bos
+        if cond is None:
+            ids = torch.full((batch, self.config.text_length), self.null_text_id, device=self.device)
+        else:
+            ids = cond.text_ids if drop is None else torch.where(drop[:, None], self.null_text_id, cond.text_ids)
+        return torch.cat([bos, self.text_emb(ids)], dim=1) + self.text_pos()   # (B, 1+L, D)
+
+    def _hidden(self, seq: Tensor, cond: Condition | None, drop: Tensor | None) -> Tensor:
+        """Teacher-forced pass: [prefix, image tokens 0..N-2] -> (B, P+N-1, D)."""
+        prefix = self._prefix(cond, seq.shape[0], drop)
+        image = self.tok_emb(seq[:, :-1]) + self.img_pos()[: self.num_tokens - 1]   # (B, N-1, D)
+        return self.core(self.drop(torch.cat([prefix, image], dim=1)), mask="causal")
+
+    def _image_logits(self, h: Tensor) -> Tensor:
+        return self.head(h[:, self.prefix_len - 1:])                            # (B, N, V); row i predicts token i
+
+    def logits(self, tokens: list[Tensor], cond: Any = None) -> Tensor:
+        seq = self._tokens(tokens)
+        cond = self._condition(cond, seq.shape[0])
+        with eval_mode(self), torch.no_grad():
+            return self._image_logits(self._hidden(seq, cond, None)).float()
+
+    # ------------------------------------------------------------------ training
+
+    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, float]]:
+        seq = self._tokens(tokens)                                              # (B, N)
+        B = seq.shape[0]
+        cond = self._condition(cond, B)
+        drop = drop_mask(B, self.config.cond_dropout, seq.device, self.training) if cond is not None else None
+        h = self._hidden(seq, cond, drop)
+        logits = self._image_logits(h)                                          # (B, N, V)
+        loss_image = F.cross_entropy(logits.flatten(0, 1).float(), seq.flatten())
+        logs = {"loss_image": loss_image.item(), "bits_per_token": loss_image.item() / math.log(2)}
+        loss = loss_image
+        if cond is not None and self.config.condition == "text" and self.text_head is not None:
+            loss_text = self._text_loss(h, cond, drop)
+            wt, wi = self.config.text_loss_weight, self.config.image_loss_weight
+            loss = (wt * loss_text + wi * loss_image) / (wt + wi)
+            logs["loss_text"] = loss_text.item()
+        logs["loss"] = loss.item()
+        return loss, logs
+
+    def _text_loss(self, h: Tensor, cond: Condition, drop: Tensor | None) -> Tensor:
+        """Next-token loss on the real caption tokens (outputs at BOS..t_{L-1} predict t_1..t_L)."""
+        keep = cond.text_mask if drop is None else cond.text_mask & ~drop[:, None]   # (B, L)
+        logits = self.text_head(h[:, : self.prefix_len - 1])                        # (B, L, V_text)
+        if not keep.any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[keep].float(), cond.text_ids[keep])
+
+    @torch.no_grad()
+    def nll_bits(self, tokens: list[Tensor], cond: Any = None) -> Tensor:
+        """Exact negative log-likelihood of each image, in bits per image token: (B,)."""
+        logits = self.logits(tokens, cond)                                      # (B, N, V)
+        seq = self._tokens(tokens)
+        nll = F.cross_entropy(logits.transpose(1, 2), seq, reduction="none")     # (B, N) nats
+        return nll.mean(dim=1) / math.log(2)
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.inference_mode()
+    def generate(self, cond: Any = None, *, num_samples: int | None = None, steps: int | None = None,
+                 cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, generator: torch.Generator | None = None,
+                 known: Any = None) -> list[Tensor]:
+        """Sample token maps one token at a time with a KV cache.  `known` must be a raster prefix
+        (the first rows; coarse scales first): those tokens are teacher-forced and kept."""
+        N = self.num_tokens
+        if steps is not None and steps != N:
+            raise ValueError(f"AR draws one token per step: steps must be None or {N} (tokens per image), got {steps}")
+        self._check_cfg(cfg_scale)
+        known = self._known(known)
+        cond = self._condition(cond)
+        B = self._batch_size(cond, num_samples, known[0].shape[0] if known is not None else None)
+        start = self._known_prefix(known) if known is not None else 0
+        out = torch.zeros(B, N, dtype=torch.long, device=self.device)
+        if known is not None:
+            out[:, :start] = known[0][:, :start]
+        if start == N:
+            return unflatten_tokens(out, self.spec.scales)
+        with eval_mode(self):
+            out = self._decode(out, start, cond, known, cfg_scale, dict(temperature=temperature, top_k=top_k,
+                                                                         top_p=top_p, generator=generator))
+        return unflatten_tokens(out, self.spec.scales)
+
+    def _decode(self, out: Tensor, start: int, cond: Condition | None, known: tuple[Tensor, Tensor] | None,
+                cfg_scale: float, sampling: dict) -> Tensor:
+        B, N = out.shape
+        doubled = guided(cfg_scale)
+        prefix = self._prefix(cond, B, None)                                    # (B, P, D)
+        if doubled:                                                             # [cond rows; null rows]
+            prefix = torch.cat([prefix, self._prefix(None, B, None)])          # (2B, P, D)
+        pos = self.img_pos()                                                    # (N, D), once
+        cache = self.core.new_cache(prefix.shape[0], self.prefix_len + N - 1, like=prefix)
+        x = prefix
+        if start:                                                               # teacher-force the known prefix
+            given = self.tok_emb(out[:, :start]) + pos[:start]                  # (B, start, D)
+            x = torch.cat([prefix, torch.cat([given, given]) if doubled else given], dim=1)
+        h = self.core(x, mask="causal", cache=cache)[:, -1]                     # (B or 2B, D)
+        for i in range(start, N):
+            logits = mix_guided(self.head(h), cfg_scale, doubled)              # (B, V)
+            tok, _ = sample(logits, **sampling)                                 # (B,)
+            if known is not None:
+                tok = torch.where(known[1][:, i], known[0][:, i], tok)
+            out[:, i] = tok
+            if i + 1 < N:
+                e = self.tok_emb(tok) + pos[i]                                  # (B, D)
+                e = torch.cat([e, e]) if doubled else e
+                h = self.core(e[:, None], mask="causal", cache=cache)[:, 0]    # one position
+        return out
+
+    def _known_prefix(self, known: tuple[Tensor, Tensor]) -> int:
+        """Length of the known raster prefix shared by every row; rows with a longer prefix are
+        teacher-forced during decoding."""
+        mask = known[1]
+        if (mask[:, 1:] & ~mask[:, :-1]).any():
+            raise ValueError("AR completes a raster prefix only: known['mask'] must cover the first tokens in "
+                             "raster order (whole first rows, then the start of the next; coarse scales first) "
+                             "with nothing given after the first unknown token. For other regions "
+                             "(inpainting, outpainting) use the 'maskgit' family")
+        return int(mask.sum(dim=1).min())

@@ -1,0 +1,73 @@
+"""Mask schedules gamma(r): the fraction of tokens masked at progress r in [0, 1], with
+gamma(0) = 1 (all masked) and gamma(1) = 0 (none).  MaskGIT (Chang et al., CVPR 2022, Sec. 3.3
+and its `mask_schedule.py`) trains with gamma(r), r ~ U(0, 1), and decodes keeping
+floor(N gamma((t+1)/T)) tokens masked after step t; D3PM's absorbing chain masks gamma(1 - t/T)
+of the tokens at step t (linear for beta_t = 1 / (T - t + 1)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+def _pow(exponent: float) -> Callable[[Tensor], Tensor]:
+    return lambda r: 1.0 - r ** exponent
+
+
+_SCHEDULES: dict[str, Callable[[Tensor], Tensor]] = {
+    "cosine": lambda r: torch.cos(math.pi / 2 * r),   # MaskGIT's default
+    "linear": lambda r: 1.0 - r,
+    "square": _pow(2.0),
+    "cubic": _pow(3.0),
+    "sqrt": _pow(0.5),
+}
+MASK_SCHEDULES = (*_SCHEDULES, "pow<p>", "log", "exp")
+
+
+def mask_ratio(schedule: str, r: Tensor | float, total: int | None = None) -> Tensor:
+    """gamma(r) for `schedule` in MASK_SCHEDULES ("pow2.5" = 1 - r^2.5); "log" and "exp" (MaskGIT's
+    -log2(r)/log2(N) and 1 - 2^(-log2(N)(1 - r))) need the token count `total`.  Clipped to [0, 1]."""
+    r = torch.as_tensor(r, dtype=torch.float64)
+    if schedule in _SCHEDULES:
+        out = _SCHEDULES[schedule](r)
+    elif schedule.startswith("pow"):
+        try:
+            out = _pow(float(schedule[3:]))(r)
+        except ValueError:
+            raise ValueError(f"a pow schedule needs an exponent, e.g. 'pow2' or 'pow0.5', got {schedule!r}") from None
+    elif schedule in ("log", "exp"):
+        if not total or total < 2:
+            raise ValueError(f"the {schedule!r} schedule needs the token count `total` >= 2")
+        lg = math.log2(total)
+        out = -torch.log2(r.clamp_min(1e-12)) / lg if schedule == "log" else 1.0 - torch.exp2(-lg * (1.0 - r))
+    else:
+        raise ValueError(f"unknown mask schedule {schedule!r}: use one of {MASK_SCHEDULES}")
+    out = torch.where(r <= 0, torch.ones_like(out), torch.where(r >= 1, torch.zeros_like(out), out))   # exact ends
+    return out.clamp(0.0, 1.0)
+
+
+def check_schedule(schedule: str) -> None:
+    """Fail early (e.g. in a config) on a schedule name mask_ratio would reject."""
+    mask_ratio(schedule, 0.5, total=16)
+
+
+def num_masked_for_training(schedule: str, r: Tensor, total: int) -> Tensor:
+    """ceil(gamma(r) N) clamped to [1, N] (at least one token to learn from), for r (B,)."""
+    n = torch.ceil(mask_ratio(schedule, r, total) * total - 1e-9).long()
+    return n.clamp(1, total)
+
+
+def num_masked_after_step(schedule: str, t: int, steps: int, unknown: Tensor, masked_now: Tensor) -> Tensor:
+    """MaskGIT decoding: tokens left masked after step t (0-based) of `steps`:
+    floor(N gamma((t+1)/T)) clamped to [1, masked_now - 1], and 0 after the last step.
+    `unknown` (B,) is N, the tokens unknown at the start; `masked_now` (B,) those masked before t."""
+    if t == steps - 1:
+        return torch.zeros_like(masked_now)
+    ratio = float(mask_ratio(schedule, (t + 1) / steps, int(unknown.max())))
+    n = torch.floor(unknown.double() * ratio).long()
+    n = torch.maximum(torch.ones_like(n), torch.minimum(masked_now - 1, n))
+    return torch.minimum(n, masked_now)     # nothing to unmask in a row that is already complete
