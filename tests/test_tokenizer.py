@@ -357,7 +357,7 @@ def test_presets_and_spec():
     assert var.scales == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16) and var.codebook_size == 4096
     assert var.tokens_per_image == 680 and var.factor == 16
     assert PRESETS["imagenet-256"].spec.scales == (16,)
-    assert PRESETS["shapes-tiny"].spec == TokenizerSpec(256, (8,), 32, 3, 4)
+    assert PRESETS["shapes-tiny"].spec == TokenizerSpec(1024, (8,), 32, 3, 4)
     assert PRESETS["shapes-tiny-msvq"].spec.scales == (1, 2, 3, 4, 6, 8)
     assert set(LOSS_PRESETS) == set(PRESETS)
     for cfg in PRESETS.values():

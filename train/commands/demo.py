@@ -22,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-n", type=int, default=500, help="test images per judge measurement")
     p.add_argument("--tokenizer-minutes", type=float, default=5.0,
                    help="wall-time budget for training the shapes tokenizer (0 = skip that stage)")
-    p.add_argument("--mixed-precision", default="bf16", choices=("no", "bf16", "fp16"),
-                   help="bf16 autocast trains about 1.5x faster on CPUs with bf16 units")
+    p.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"),
+                   help="tokenizer training precision (bf16 is faster on CPU but hurt the codebook; README)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
