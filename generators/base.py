@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,8 +35,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .conditioning import Condition, TextConditioner, as_condition
+from .conditioning import ClassEmbedder, Condition, TextConditioner, as_condition
 from .config import GeneratorConfig, resolve_config
+from .sampling import guided
 from .spec import TokenSpec, as_spec, check_token_maps, flatten_tokens
 from .text import (FrozenHFTextEncoder, TextEncoder, encode_captions, load_hf_tokenizer, load_text_tokenizer,
                    pad_id_of)
@@ -48,6 +50,20 @@ FORMAT = "tokgen.Generator"
 FORMAT_VERSION = 1
 
 FAMILIES: dict[str, type["Generator"]] = {}
+
+
+@dataclass
+class CondState:
+    """A condition embedded once per call, in the form the core takes: an adaLN vector and/or
+    cross-attention states (built by `Generator._condition_state`; VAR and D3PM use it)."""
+    vector: Tensor | None = None         # (B, D) class embedding or pooled caption, for adaLN
+    context: Tensor | None = None        # (B, S, D) caption states for cross-attention
+    context_mask: Tensor | None = None   # (B, S) bool, True on real states
+
+    def cat(self, other: "CondState") -> "CondState":
+        """Rows of self, then rows of other (the [conditional; null] batch of guidance)."""
+        join = lambda a, b: None if a is None else torch.cat([a, b])
+        return CondState(**{f.name: join(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)})
 
 
 def register_family(name: str):
@@ -256,6 +272,38 @@ class Generator(nn.Module):
         flat_mask = flatten_tokens(mask).to(self.device)
         flat = torch.where(flat_mask, flatten_tokens(tokens).to(self.device), 0)
         return flat, flat_mask
+
+    # ------------------------------------------------------------------ adaLN / cross-attention conditioning
+
+    def _build_condition_embedders(self) -> None:
+        """`class_emb` (condition="class") and `text` (condition="text"), None otherwise: the modules
+        `_condition_state` reads."""
+        cfg = self.config
+        self.class_emb = ClassEmbedder(cfg.num_classes, cfg.width) if cfg.condition == "class" else None
+        self.text = self._build_text_conditioner() if cfg.condition == "text" else None
+
+    def _condition_state(self, cond: Condition | None, batch: int, drop: Tensor | None) -> CondState:
+        """Class label -> adaLN vector; caption -> cross-attention states + pooled adaLN vector;
+        cond None (or dropped rows) -> the learned null condition."""
+        cfg = self.config
+        if cfg.condition == "class":
+            labels = cond.labels if cond is not None else torch.full((batch,), -1, device=self.device)
+            return CondState(vector=self.class_emb(labels, drop))               # (B, D)
+        if cfg.condition == "text":
+            if cond is None:
+                length = cfg.text_length + self.text.encoder.extra_tokens       # as a real caption's
+                ctx, cmask, pooled = self.text.null(batch, length, self.device, self.dtype)
+            else:
+                ctx, cmask, pooled = self.text(cond.text_ids, cond.text_mask, drop)
+            return CondState(vector=pooled, context=ctx, context_mask=cmask)
+        return CondState()
+
+    def _guided_state(self, cond: Condition | None, batch: int, cfg_scale: float) -> tuple[CondState, bool]:
+        """The sampling condition: B rows, or [conditional; null] 2B rows when guidance is on."""
+        state, doubled = self._condition_state(cond, batch, None), guided(cfg_scale)
+        if doubled:
+            state = state.cat(self._condition_state(None, batch, None))
+        return state, doubled
 
     # ------------------------------------------------------------------ text conditioning
 

@@ -3,6 +3,9 @@ gamma(0) = 1 (all masked) and gamma(1) = 0 (none).  MaskGIT (Chang et al., CVPR 
 and its `mask_schedule.py`) trains with gamma(r), r ~ U(0, 1), and decodes keeping
 floor(N gamma((t+1)/T)) tokens masked after step t; D3PM's absorbing chain masks gamma(1 - t/T)
 of the tokens at step t (linear for beta_t = 1 / (T - t + 1)).
+
+Discrete diffusion (D3PM) keeps a token with probability alpha_bar_t after t forward steps;
+`diffusion_alpha_bar` gives alpha_bar_0..T for the schedules in DIFFUSION_SCHEDULES.
 """
 
 from __future__ import annotations
@@ -71,3 +74,30 @@ def num_masked_after_step(schedule: str, t: int, steps: int, unknown: Tensor, ma
     n = torch.floor(unknown.double() * ratio).long()
     n = torch.maximum(torch.ones_like(n), torch.minimum(masked_now - 1, n))
     return torch.minimum(n, masked_now)     # nothing to unmask in a row that is already complete
+
+
+# ---------------------------------------------------------------------- discrete diffusion
+
+DIFFUSION_SCHEDULES = ("linear", "cosine")
+COSINE_OFFSET = 0.008      # s of the cosine schedule (Nichol & Dhariwal 2021; Hoogeboom et al. 2021)
+
+
+def diffusion_alpha_bar(schedule: str, timesteps: int) -> Tensor:
+    """alpha_bar_t = prod_{s <= t} (1 - beta_s) for t = 0..T: (T+1,) float64, decreasing from
+    alpha_bar_0 = 1 to alpha_bar_T = 0 exactly (so x_T carries nothing of x_0).
+      "linear": alpha_bar_t = 1 - t/T, i.e. beta_t = 1 / (T - t + 1) (D3PM's absorbing schedule:
+                a fraction t/T of the tokens is masked at step t);
+      "cosine": alpha_bar_t = f(t) / f(0), f(t) = cos^2(pi/2 (t/T + s) / (1 + s)), s = 0.008
+                (multinomial diffusion, Hoogeboom et al. 2021)."""
+    if timesteps < 1:
+        raise ValueError(f"the diffusion needs timesteps >= 1, got {timesteps}")
+    r = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    if schedule == "linear":
+        out = 1.0 - r
+    elif schedule == "cosine":
+        f = lambda x: torch.cos(math.pi / 2 * (x + COSINE_OFFSET) / (1 + COSINE_OFFSET)) ** 2
+        out = f(r) / f(torch.zeros(()))
+    else:
+        raise ValueError(f"unknown diffusion schedule {schedule!r}: use one of {DIFFUSION_SCHEDULES}")
+    out[0], out[-1] = 1.0, 0.0
+    return out
