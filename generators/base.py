@@ -22,7 +22,6 @@ for caption models tokenizer.json (and text_encoder/ for a frozen Hugging Face e
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -34,6 +33,8 @@ from typing import Any, ClassVar
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from tokgen_io import check_state, eval_mode, replace_dir
 
 from .conditioning import ClassEmbedder, Condition, TextConditioner, as_condition
 from .config import GeneratorConfig, resolve_config
@@ -365,7 +366,7 @@ class Generator(nn.Module):
                 self.text_tokenizer.save(str(tmp / TEXT_TOKENIZER_NAME))
             weights = {k: v.detach().cpu().contiguous() for k, v in self._persistent_state().items()}
             save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "family": self.family})
-            _replace_dir(tmp, target)
+            replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -415,36 +416,6 @@ def _frozen_encoder(model: nn.Module) -> FrozenHFTextEncoder:
 
 def _load_checked(model: Generator, state: dict[str, Tensor], source: str) -> None:
     """Strict load that raises one ValueError naming every missing, unexpected and mis-shaped key."""
-    own = model._persistent_state()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshaped = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                       for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or misshaped:
-        parts = [f"{name} keys {keys[:8]}{' ...' if len(keys) > 8 else ''}" for name, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
-        raise ValueError(f"{source} does not fit the {model.family!r} generator built from its config: "
-                         + "; ".join(parts) + ". Re-save it with this version of tokgen or retrain.")
+    check_state(model._persistent_state(), state, source, f"the {model.family!r} generator built from its config",
+                "Re-save it with this version of tokgen or retrain.")
     model.load_state_dict(state, strict=False)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished `src` to `dst`; an existing `dst` is moved aside first, then removed."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-    os.replace(dst, old / dst.name)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module):
-    """Eval mode inside the block, the previous mode after it."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)

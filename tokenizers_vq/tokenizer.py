@@ -12,7 +12,6 @@ nothing is pickled.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -22,6 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from tokgen_io import check_state, eval_mode, replace_dir
 
 from .autoencoder import Decoder, Encoder
 from .config import TokenizerConfig, TokenizerSpec
@@ -78,14 +79,14 @@ class VQTokenizer(nn.Module):
 
         Runs in inference mode (eval, no grad): encoding never updates the codebook."""
         self.check_images(images)
-        with _eval_mode(self):
+        with eval_mode(self):
             return self.quantizer(self.encoder(images * 2 - 1)).indices
 
     @torch.no_grad()
     def decode(self, tokens: list[Tensor]) -> Tensor:
         """One LongTensor (B, s, s) per scale -> images (B, C, H, W) in [0, 1], float32."""
         self.check_tokens(tokens)
-        with _eval_mode(self):
+        with eval_mode(self):
             z_q = self.quantizer.indices_to_latent(list(tokens))
             return ((self.decoder(z_q.contiguous()) + 1) / 2).clamp(0, 1)
 
@@ -159,7 +160,7 @@ class VQTokenizer(nn.Module):
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
             weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            _replace_dir(tmp, target)
+            replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -193,35 +194,6 @@ class VQTokenizer(nn.Module):
 def load_checked(model: nn.Module, state: dict[str, Tensor], source: str = "checkpoint") -> None:
     """`load_state_dict(strict=True)`, raising one ValueError that names every missing,
     unexpected and mis-shaped key."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshaped = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                       for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or misshaped:
-        parts = [f"{name} keys {keys}" for name, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
-        raise ValueError(f"{source} does not fit the tokenizer config: " + "; ".join(parts) +
-                         ". Load it with the config it was saved with (omit `config=`) or retrain.")
+    check_state(model.state_dict(), state, source, "the tokenizer config",
+                "Load it with the config it was saved with (omit `config=`) or retrain.")
     model.load_state_dict(state, strict=True)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished `src` to `dst`; an existing `dst` is moved aside first and then removed."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-    os.replace(dst, old / dst.name)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module):
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
