@@ -55,9 +55,10 @@ FAMILIES: dict[str, type["Generator"]] = {}
 
 @dataclass
 class CondState:
-    """A condition embedded once per call, in the form the core takes: an adaLN vector and/or
-    cross-attention states (built by `Generator._condition_state`; VAR and D3PM use it)."""
+    """A condition embedded once per call, in the form the core takes: an adaLN vector (or a
+    prefix token) and/or cross-attention states (built by `Generator._condition_state`)."""
     vector: Tensor | None = None         # (B, D) class embedding or pooled caption, for adaLN
+    prefix: Tensor | None = None         # (B, 1, D) a class token in front of the sequence instead
     context: Tensor | None = None        # (B, S, D) caption states for cross-attention
     context_mask: Tensor | None = None   # (B, S) bool, True on real states
 

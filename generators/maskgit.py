@@ -20,15 +20,15 @@ with a constant or linearly growing scale (Muse).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Generator, eval_mode, register_family
-from .conditioning import ClassEmbedder, Condition, drop_mask
+from .base import CondState, Generator, eval_mode, register_family
+from .conditioning import Condition, drop_mask
 from .config import GeneratorConfig
 from .core import ImagePositions, Transformer, TransformerConfig
 from .sampling import GUIDANCE_SCHEDULES, gumbel_noise, guidance_scale, guided, mix_guided, sample
@@ -58,20 +58,6 @@ class MaskGITConfig(GeneratorConfig):
             raise ValueError("need steps >= 1, choice_temperature >= 0 and label_smoothing in [0, 1)")
 
 
-@dataclass
-class _CondState:
-    """A condition, embedded once per call: what the core takes."""
-    vector: Tensor | None = None         # (B, D) for adaLN
-    prefix: Tensor | None = None         # (B, 1, D) class token in front
-    context: Tensor | None = None        # (B, S, D) text states for cross-attention
-    context_mask: Tensor | None = None   # (B, S) bool
-
-    def cat(self, other: "_CondState") -> "_CondState":
-        """Rows of self, then rows of other (the [conditional; null] batch of guidance)."""
-        join = lambda a, b: None if a is None else torch.cat([a, b])
-        return _CondState(**{f.name: join(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)})
-
-
 @register_family("maskgit")
 class MaskGITGenerator(Generator):
     config_class = MaskGITConfig
@@ -83,8 +69,7 @@ class MaskGITGenerator(Generator):
         self.mask_id = V                                                        # one extra input id
         self.tok_emb = nn.Embedding(V + 1, D)
         self.pos = ImagePositions(self.spec.scales, D, cfg.positions)
-        self.class_emb = ClassEmbedder(cfg.num_classes, D) if cfg.condition == "class" else None
-        self.text = self._build_text_conditioner() if cfg.condition == "text" else None
+        self._build_condition_embedders()
         adaln = (cfg.condition == "class" and cfg.class_conditioning == "adaln") or \
                 (cfg.condition == "text" and cfg.text_pooled_adaln)
         self.core = Transformer(TransformerConfig(width=D, depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
@@ -98,24 +83,17 @@ class MaskGITGenerator(Generator):
 
     # ------------------------------------------------------------------ network
 
-    def _embed_condition(self, cond: Condition | None, batch: int, drop: Tensor | None) -> _CondState:
-        cfg = self.config
-        if cfg.condition == "class":
-            labels = cond.labels if cond is not None else torch.full((batch,), -1, device=self.device)
-            vec = self.class_emb(labels, drop)                                  # (B, D)
-            if cfg.class_conditioning == "adaln":
-                return _CondState(vector=vec)
-            return _CondState(prefix=vec[:, None])
-        if cfg.condition == "text":
-            if cond is None:
-                length = cfg.text_length + self.text.encoder.extra_tokens           # as a real caption's
-                ctx, cmask, pooled = self.text.null(batch, length, self.device, self.dtype)
-            else:
-                ctx, cmask, pooled = self.text(cond.text_ids, cond.text_mask, drop)
-            return _CondState(vector=pooled if cfg.text_pooled_adaln else None, context=ctx, context_mask=cmask)
-        return _CondState()
+    def _embed_condition(self, cond: Condition | None, batch: int, drop: Tensor | None) -> CondState:
+        """The shared condition state, shaped by MaskGIT's options: a class token in front of the
+        sequence instead of adaLN, and captions with or without their pooled adaLN vector."""
+        cfg, state = self.config, self._condition_state(cond, batch, drop)
+        if cfg.condition == "class" and cfg.class_conditioning == "prefix":
+            return CondState(prefix=state.vector[:, None])                     # (B, 1, D)
+        if cfg.condition == "text" and not cfg.text_pooled_adaln:
+            state.vector = None
+        return state
 
-    def forward(self, seq: Tensor, state: _CondState) -> Tensor:
+    def forward(self, seq: Tensor, state: CondState) -> Tensor:
         """seq (B, N) ids with mask_id at masked positions -> logits (B, N, V)."""
         x = self.tok_emb(seq) + self.pos()                                      # (B, N, D)
         if state.prefix is not None:
