@@ -16,6 +16,8 @@ COMMANDS = {
     "judge": "judge",
     "train-tokenizer": "train_tokenizer",
     "extract-tokens": "extract_tokens",
+    "train-generator": "train_generator",
+    "sample": "sample",
 }
 
 
