@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Generator, eval_mode, register_family
+from tokgen_io import eval_mode
+
+from .base import Generator, register_family
 from .conditioning import ClassEmbedder, Condition, drop_mask
 from .config import GeneratorConfig
 from .core import ImagePositions, LearnedPositions, Transformer, TransformerConfig

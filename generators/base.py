@@ -34,7 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tokgen_io import check_state, eval_mode, replace_dir
+from tokgen_io import check_state, replace_dir
 
 from .conditioning import ClassEmbedder, Condition, TextConditioner, as_condition
 from .config import GeneratorConfig, resolve_config

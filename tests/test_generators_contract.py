@@ -21,14 +21,6 @@ FAMILY_OVERRIDES = {"var": dict(scale_inputs="learned"), "d3pm": dict(timesteps=
 FIXED_STEPS = ("ar", "var")      # one step per token / per scale: generate(steps=None) only
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def text_tokenizer():
     return train_text_tokenizer(CAPTIONS * 10 + ["a yellow diamond at the bottom right"] * 5, vocab_size=300)

@@ -29,14 +29,6 @@ CAPTIONS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def core(seed: int = 0, **kw) -> Transformer:
     torch.manual_seed(seed)
     cfg = TransformerConfig(**{**dict(width=32, depth=2, heads=4), **kw})

@@ -18,14 +18,6 @@ V = 6
 KINDS = [("absorbing", "linear"), ("uniform", "cosine"), ("absorbing", "cosine"), ("uniform", "linear")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def seeded(seed=0):
     return torch.Generator().manual_seed(seed)
 

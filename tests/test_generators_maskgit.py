@@ -16,14 +16,6 @@ from generators.sampling import cfg_mix, gumbel_noise
 V = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def text_tokenizer():
     return train_text_tokenizer(["a red circle", "a blue square", "a green triangle at the top"] * 10, vocab_size=280)

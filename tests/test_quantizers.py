@@ -13,13 +13,10 @@ from tokenizers_vq import VQ, MultiScaleVQ, build_quantizer, get_preset
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_quiet():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-    torch.set_num_threads(threads)
 
 
 def latents(n: int = 8, dim: int = 8, size: int = 4, seed: int = 0) -> torch.Tensor:

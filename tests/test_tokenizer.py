@@ -68,15 +68,11 @@ def tiny_tokenizer(kind: str, seed: int = 0, **overrides) -> VQTokenizer:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_quiet():
-    # One thread: these models are tiny and the test machines are shared (2 threads contend).
+def _quiet():
     # The k-means init warns when a batch has fewer vectors than codes; expected here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- contract, every kind

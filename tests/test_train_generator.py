@@ -25,14 +25,6 @@ TINY = ["--size", "tiny", "--set", "width=32", "--set", "heads=4", "--set", "dep
 QUIET = ["--tensorboard", "false", "--log-every", "1", "--batch-size", "8", "--warmup-steps", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_tokenizer(**overrides) -> VQTokenizer:
     """A random multi-scale tokenizer, 32 px -> scales 1, 2, 4 (factor 8), codebook 32."""
     torch.manual_seed(0)

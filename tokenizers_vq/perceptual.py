@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 # torchvision's vgg16().features: numbers are conv widths, "M" a 2x2 max-pool.
