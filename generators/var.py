@@ -40,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CondState, Generator, eval_mode, register_family
+from tokgen_io import eval_mode
+
+from .base import CondState, Generator, register_family
 from .conditioning import Condition, drop_mask
 from .config import GeneratorConfig
 from .core import ImagePositions, Transformer, TransformerConfig, block_causal_mask
