@@ -138,10 +138,7 @@ class ARGenerator(Generator):
     @torch.no_grad()
     def nll_bits(self, tokens: list[Tensor], cond: Any = None) -> Tensor:
         """Exact negative log-likelihood of each image, in bits per image token: (B,)."""
-        logits = self.logits(tokens, cond)                                      # (B, N, V)
-        seq = self._tokens(tokens)
-        nll = F.cross_entropy(logits.transpose(1, 2), seq, reduction="none")     # (B, N) nats
-        return nll.mean(dim=1) / math.log(2)
+        return self._factorised_nll_bits(tokens, cond)
 
     # ------------------------------------------------------------------ sampling
 

@@ -23,6 +23,7 @@ for caption models tokenizer.json (and text_encoder/ for a frozen Hugging Face e
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -248,6 +249,15 @@ class Generator(nn.Module):
     def _tokens(self, tokens: Any) -> Tensor:
         """Checked token maps -> (B, N) on the model's device."""
         return flatten_tokens(check_token_maps(tokens, self.spec)).to(self.device)
+
+    def _factorised_nll_bits(self, tokens: list[Tensor], cond: Any) -> Tensor:
+        """Bits per token of each image under the per-position logits (B,): the exact negative
+        log-likelihood for families whose logits factorise the joint (AR's raster order, VAR's
+        scales)."""
+        logits = self.logits(tokens, cond)                                      # (B, N, V)
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), self._tokens(tokens),
+                                                reduction="none")               # (B, N) nats
+        return nll.mean(dim=1) / math.log(2)
 
     def _known(self, known: Any) -> tuple[Tensor, Tensor] | None:
         """known -> (tokens (B, N) long, mask (B, N) bool), checked; ids only checked where given."""

@@ -273,9 +273,7 @@ class VARGenerator(Generator):
     def nll_bits(self, tokens: list[Tensor], cond: Any = None) -> Tensor:
         """Exact negative log-likelihood of each image in bits per token (B,) (the scales factorise
         the joint exactly, as AR's raster order does)."""
-        logits = self.logits(tokens, cond)                                     # (B, N, V)
-        nll = F.cross_entropy(logits.transpose(1, 2), self._tokens(tokens), reduction="none")   # (B, N) nats
-        return nll.mean(dim=1) / math.log(2)
+        return self._factorised_nll_bits(tokens, cond)
 
     # ------------------------------------------------------------------ sampling
 
