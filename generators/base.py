@@ -22,20 +22,16 @@ for caption models tokenizer.json (and text_encoder/ for a frozen Hugging Face e
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tokgen_io import check_state, replace_dir
+from tokgen_io import check_state, read_model, write_model, writing_dir
 
 from .conditioning import ClassEmbedder, Condition, TextConditioner, as_condition
 from .config import GeneratorConfig, resolve_config
@@ -44,8 +40,6 @@ from .spec import TokenSpec, as_spec, check_token_maps, flatten_tokens
 from .text import (FrozenHFTextEncoder, TextEncoder, encode_captions, load_hf_tokenizer, load_text_tokenizer,
                    pad_id_of)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 TEXT_TOKENIZER_NAME = "tokenizer.json"
 TEXT_ENCODER_DIR = "text_encoder"
 FORMAT = "tokgen.Generator"
@@ -362,26 +356,16 @@ class Generator(nn.Module):
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write config.json + model.safetensors (+ tokenizer.json, text_encoder/) atomically: into
         a temporary directory beside the target, then renamed over it."""
-        target = Path(save_directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with writing_dir(save_directory) as tmp:
             meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "family": self.family,
                     "spec": self.spec.to_dict(), "config": self.config.to_dict()}
             if self.config.text_encoder_path:
                 meta["config"]["text_encoder_path"] = TEXT_ENCODER_DIR   # relative to the checkpoint
-                frozen = _frozen_encoder(self)
-                frozen.model.save_pretrained(tmp / TEXT_ENCODER_DIR, safe_serialization=True)
-            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+                _frozen_encoder(self).model.save_pretrained(tmp / TEXT_ENCODER_DIR, safe_serialization=True)
             if self.text_tokenizer is not None:
                 self.text_tokenizer.save(str(tmp / TEXT_TOKENIZER_NAME))
-            weights = {k: v.detach().cpu().contiguous() for k, v in self._persistent_state().items()}
-            save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "family": self.family})
-            replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+            write_model(tmp, meta, self._persistent_state(), family=self.family)
+        return Path(save_directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, spec: Any = None,
@@ -390,14 +374,7 @@ class Generator(nn.Module):
         builds whichever family the checkpoint holds; `spec` (optional) checks that the checkpoint
         was trained on tokens of this tokenizer spec."""
         directory = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found: pass a directory written by "
-                                        f"save_pretrained")
-        meta = json.loads((directory / CONFIG_NAME).read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{directory / CONFIG_NAME} is not a tokgen generator checkpoint (format "
-                             f"{meta.get('format')!r}, expected {FORMAT!r}); tokenizers load with VQTokenizer")
+        meta, state = read_model(directory, FORMAT, "tokenizers load with VQTokenizer.from_pretrained")
         family = meta["family"]
         if cls.family and cls.family != family:
             raise ValueError(f"{directory} holds a {family!r} generator, not {cls.family!r}: load it with "
@@ -414,7 +391,7 @@ class Generator(nn.Module):
                 config.text_encoder_path = str(directory / config.text_encoder_path)
             tokenizer = load_text_tokenizer(directory / TEXT_TOKENIZER_NAME)
         model = klass(saved_spec, config, text_tokenizer=tokenizer)
-        _load_checked(model, load_file(str(directory / WEIGHTS_NAME)), source=str(directory))
+        _load_checked(model, state, source=str(directory))
         return model.to(device).eval()
 
 

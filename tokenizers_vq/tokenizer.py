@@ -12,24 +12,18 @@ nothing is pickled.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tokgen_io import check_state, eval_mode, replace_dir
+from tokgen_io import check_state, eval_mode, read_model, write_model, writing_dir
 
 from .autoencoder import Decoder, Encoder
 from .config import TokenizerConfig, TokenizerSpec
 from .quantizers import QuantizerOutput, build_quantizer
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "tokgen.VQTokenizer"
 FORMAT_VERSION = 1
 
@@ -148,23 +142,13 @@ class VQTokenizer(nn.Module):
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Write config.json + model.safetensors to `save_directory`, atomically (temp dir, then
         rename), replacing a previous checkpoint there."""
-        target = Path(save_directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with writing_dir(save_directory) as tmp:
             # sync_codebook is how this process trained (DDP or not), not part of the model: a
             # checkpoint loads as "auto" so it works in a single process and under DDP alike.
             config = {**self.config.to_dict(), "sync_codebook": None}
-            meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                    "config": config, "spec": self.spec.to_dict()}
-            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-            weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-            save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+            write_model(tmp, {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config,
+                              "spec": self.spec.to_dict()}, self.state_dict())
+        return Path(save_directory)
 
     @classmethod
     def from_pretrained(
@@ -176,17 +160,8 @@ class VQTokenizer(nn.Module):
     ) -> "VQTokenizer":
         """Load a directory written by `save_pretrained`.  `config` replaces the stored config
         (e.g. to change `sync_codebook`); the weights must fit it.  Returns the model in eval mode."""
-        directory = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found: pass a directory written by "
-                                        f"VQTokenizer.save_pretrained")
-        meta = json.loads((directory / CONFIG_NAME).read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{directory / CONFIG_NAME} is not a tokgen tokenizer checkpoint "
-                             f"(format {meta.get('format')!r}, expected {FORMAT!r})")
+        meta, state = read_model(directory, FORMAT, "generators load with generators.load_generator")
         model = cls(config if config is not None else TokenizerConfig.from_dict(meta["config"]))
-        state = load_file(str(directory / WEIGHTS_NAME))
         load_checked(model, state, source=str(directory))
         return model.to(device).eval()
 

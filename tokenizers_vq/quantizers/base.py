@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from vector_quantize_pytorch import VectorQuantize
 
 
 @dataclass
@@ -52,3 +53,11 @@ def codebook_stats(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]
     probs = counts / counts.sum().clamp_min(1.0)
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum()
     return (counts > 0).float().mean(), entropy.exp()
+
+
+def vector_quantize(dim: int, codebook_size: int, *, learnable_codebook: bool, ema_decay: float,
+                    **options) -> VectorQuantize:
+    """vector-quantize-pytorch's `VectorQuantize` in our terms: EMA codes unless `learnable_codebook`
+    (then learned by gradient), `ema_decay` as its `decay`; every other option passes through."""
+    return VectorQuantize(dim=dim, codebook_size=codebook_size, learnable_codebook=learnable_codebook,
+                          ema_update=not learnable_codebook, decay=ema_decay, **options)

@@ -49,10 +49,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-from vector_quantize_pytorch import VectorQuantize
 
 from ..config import TokenizerConfig
-from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision
+from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision, vector_quantize
 
 
 class Phi(nn.Module):
@@ -108,20 +107,11 @@ class MultiScaleVQ(Quantizer):
         self.commitment_weight = commitment_weight
         # The input of each lookup is detached (VAR's f_no_grad), so VectorQuantize's own loss only
         # trains its input projection (codebook_dim) and, when learnable, the codes.
-        self.vq = VectorQuantize(
-            dim=dim,
-            codebook_size=codebook_size,
-            codebook_dim=codebook_dim,
-            learnable_codebook=learnable_codebook,
-            ema_update=not learnable_codebook,
-            decay=ema_decay,
-            kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters,
-            threshold_ema_dead_code=threshold_ema_dead_code,
-            commitment_weight=commitment_weight,
-            rotation_trick=False,
-            sync_codebook=sync_codebook,
-            channel_last=True,
+        self.vq = vector_quantize(
+            dim, codebook_size, codebook_dim=codebook_dim, learnable_codebook=learnable_codebook,
+            ema_decay=ema_decay, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
+            threshold_ema_dead_code=threshold_ema_dead_code, commitment_weight=commitment_weight,
+            rotation_trick=False, sync_codebook=sync_codebook, channel_last=True,
         )
         self.phis = nn.ModuleList([Phi(dim, phi_ratio) for _ in range(phi_count)])
         self.phi_of_scale = phi_indices(len(self.scales), phi_count)

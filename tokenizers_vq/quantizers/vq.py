@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from einops import rearrange
 from torch import Tensor
-from vector_quantize_pytorch import VectorQuantize
 
 from ..config import TokenizerConfig
-from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision
+from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision, vector_quantize
 
 
 class VQ(Quantizer):
@@ -43,20 +42,11 @@ class VQ(Quantizer):
     ):
         super().__init__()
         self.dim, self.codebook_size, self.scales = dim, codebook_size, [token_size]
-        self.vq = VectorQuantize(
-            dim=dim,
-            codebook_size=codebook_size,
-            codebook_dim=codebook_dim,
-            use_cosine_sim=use_cosine_sim,
-            learnable_codebook=learnable_codebook,
-            ema_update=not learnable_codebook,
-            decay=ema_decay,
-            kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters,
-            threshold_ema_dead_code=threshold_ema_dead_code,
-            commitment_weight=commitment_weight,
-            rotation_trick=rotation_trick,
-            sync_codebook=sync_codebook,
+        self.vq = vector_quantize(
+            dim, codebook_size, codebook_dim=codebook_dim, use_cosine_sim=use_cosine_sim,
+            learnable_codebook=learnable_codebook, ema_decay=ema_decay, kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters, threshold_ema_dead_code=threshold_ema_dead_code,
+            commitment_weight=commitment_weight, rotation_trick=rotation_trick, sync_codebook=sync_codebook,
             accept_image_fmap=True,
         )
 
