@@ -15,8 +15,8 @@ from tokenizers_vq import VQTokenizer, get_preset
 from train.cli import main as tokgen
 from train.data.tokens import TokenDataset, write_token_split
 from train.engine import TrainConfig, Trainer
-from train.tasks.generator import (GeneratorTask, OptimConfig, SampleConfig, build_from_tokens, condition_rows,
-                                   lr_factor, sample_tokens)
+from train.schedule import ScheduleConfig
+from train.tasks.generator import GeneratorTask, SampleConfig, build_from_tokens, condition_rows, sample_tokens
 
 SCALES = (1, 2, 4)
 CAPTIONS = ["a large red circle at the top left", "a small blue square in the center",
@@ -125,8 +125,8 @@ def test_a_tiny_model_learns_a_toy_distribution(data, tmp_path, family):
     tokenizer = VQTokenizer.from_pretrained(data / "tokenizer")
     torch.manual_seed(0)
     generator = build_from_tokens(train, family, dict(width=32, depth=1, heads=4, condition="class"))
-    task = GeneratorTask(generator, train, tokenizer=tokenizer, optim=OptimConfig(warmup_steps=10,
-                                                                                  lr_schedule="constant"))
+    task = GeneratorTask(generator, train, tokenizer=tokenizer, schedule=ScheduleConfig(warmup_steps=10,
+                                                                                        lr_schedule="constant"))
     config = TrainConfig(out_dir=str(tmp_path), max_steps=150, batch_size=16, lr=3e-3, log_every=10,
                          save_every=0, resume=None, tensorboard=False)
     Trainer(task, task.dataset, config).fit()
@@ -195,14 +195,3 @@ def test_without_a_tokenizer_a_family_trains_or_asks_for_one(data, tmp_path, fam
         return
     assert not (tmp_path / "run" / "samples").exists() and "eval" not in json.loads(
         (tmp_path / "run" / "eval.json").read_text())
-
-
-def test_learning_rate_schedule():
-    assert lr_factor(0, 10, 100, "cosine", 0.1) == pytest.approx(0.1)
-    assert lr_factor(9, 10, 100, "cosine", 0.1) == pytest.approx(1.0)
-    assert lr_factor(10, 10, 100, "cosine", 0.1) == pytest.approx(1.0)
-    assert lr_factor(55, 10, 100, "cosine", 0.1) == pytest.approx(0.55)
-    assert lr_factor(100, 10, 100, "cosine", 0.1) == pytest.approx(0.1)
-    assert lr_factor(500, 10, 100, "cosine", 0.1) == pytest.approx(0.1)
-    assert lr_factor(50, 10, 100, "constant", 0.1) == 1.0
-    assert lr_factor(0, 0, 100, "constant", 0.1) == 1.0

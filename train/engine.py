@@ -103,6 +103,8 @@ class TrainTask:
     configure_optimizers(modules, config) -> {name: optimizer | (optimizer, lr_scheduler)}
         once, with the prepared modules. A scheduler steps each time its optimizer steps (not
         while its loss sits out, nor when the fp16 scaler skips the step).
+        `train.schedule.budget_scheduler(..., trainer.time_fraction)` decays over the budget,
+        steps or minutes.
     losses(batch, step) -> ({name: loss}, logs)
         every micro-batch, under autocast; `batch` is a collated dict on the device, `step` the
         number of optimizer steps done. Each loss is a scalar tensor for the optimizer of the same
@@ -177,6 +179,7 @@ class Trainer:
     def __init__(self, task, dataset, config: TrainConfig):
         _check_config(config)
         self.task, self.dataset, self.config = task, dataset, config
+        self._time_fraction = 0.0  # read by learning-rate schedules built in configure_optimizers
         self.accelerator = _make_accelerator(config)
         self._device = self.accelerator.device  # accelerate's state is process-wide: keep ours
         set_seed(config.seed, device_specific=True)  # different dropout/noise on each process
@@ -304,8 +307,7 @@ class Trainer:
             step_logs.add(logs or {})
         if not acc.sync_gradients:
             raise RuntimeError("gradient accumulation is out of step: another Accelerator was used meanwhile")
-        # one collective per step: every process must agree to skip, or to stop
-        nonfinite, time_up = self._any_process(bool(nonfinite), self._time_is_up())
+        nonfinite, time_up = self._agree_on_step(bool(nonfinite))
         if nonfinite:
             self._skip_step("a non-finite loss", step_logs)
         else:
@@ -523,6 +525,24 @@ class Trainer:
 
     def _time_is_up(self) -> bool:
         return self.config.max_minutes > 0 and self._elapsed() >= self.config.max_minutes * 60
+
+    def time_fraction(self) -> float:
+        """Share of the wall-time budget spent at the last step, in [0, 1] (0 without --max-minutes);
+        the same number on every process. Learning-rate schedules follow it (train/schedule.py)."""
+        return self._time_fraction
+
+    def _agree_on_step(self, nonfinite: bool) -> tuple[bool, bool]:
+        """One collective per step: every process must agree to skip a step (a non-finite loss
+        anywhere) or to stop (time up anywhere), and on the time fraction (the mean over
+        processes), so that their learning rates stay identical."""
+        budget = self.config.max_minutes * 60
+        fraction = self._elapsed() / budget if budget > 0 else 0.0
+        flags = [float(nonfinite), float(self._time_is_up()), fraction]
+        if self.accelerator.num_processes > 1:
+            total = self.accelerator.reduce(torch.tensor(flags, device=self.device), reduction="sum").tolist()
+            flags = [total[0], total[1], total[2] / self.accelerator.num_processes]
+        self._time_fraction = min(1.0, flags[2])
+        return flags[0] > 0, flags[1] > 0
 
     def _any_process(self, *flags: bool) -> list[bool]:
         """For each flag: is it set on any process? (one all-reduce; none on a single process)"""

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from generators import CONDITIONS, FAMILIES, SIZES
 
     from ..engine import TrainConfig
+    from ..schedule import ScheduleConfig
     from ..tasks.generator import OptimConfig, SampleConfig
 
     p = argparse.ArgumentParser(prog="tokgen train-generator", description=HELP,
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-n", type=int, default=256,
                    help="samples judged after training, for the first N val conditions (0 = skip; needs --tokenizer)")
     add_dataclass_options(p, TrainConfig, defaults=TRAIN_DEFAULTS, title="training (TrainConfig)")
-    add_dataclass_options(p, OptimConfig, title="optimizer: AdamW with warm-up and decay (OptimConfig)")
+    add_dataclass_options(p, OptimConfig, title="optimizer: AdamW (OptimConfig)")
+    add_dataclass_options(p, ScheduleConfig, title="learning rate: warm-up, then decay over the budget (ScheduleConfig)")
     add_dataclass_options(p, SampleConfig, title="sampling for the grids and the judged evaluation (SampleConfig)")
     return p
 
@@ -67,6 +69,7 @@ def main(argv: list[str]) -> int:
 
     from ..checkpoint import resolve_resume
     from ..engine import TrainConfig, Trainer
+    from ..schedule import ScheduleConfig
     from ..tasks.generator import GeneratorTask, OptimConfig, SampleConfig
 
     train_config = dataclass_from_args(TrainConfig, args)
@@ -80,7 +83,8 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"error: {e}") from None
     try:
         task = GeneratorTask(generator, train, val=val, tokenizer=tokenizer,
-                             optim=dataclass_from_args(OptimConfig, args), sampling=sampling,
+                             optim=dataclass_from_args(OptimConfig, args),
+                             schedule=dataclass_from_args(ScheduleConfig, args), sampling=sampling,
                              preview_n=args.preview_n, val_n=args.val_n)
     except (ValueError, FileNotFoundError) as e:
         hint = "" if tokenizer is not None else \

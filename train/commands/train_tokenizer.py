@@ -23,7 +23,7 @@ HELP = "train a tokenizer (VQ, multi-scale VQ, FSQ, LFQ) on a dataset, with Acce
 
 # What differs from the loop's generic defaults for a tokenizer.
 TRAIN_DEFAULTS = {"out_dir": "runs/tokenizer", "max_steps": 100_000, "save_every": 500, "sample_every": 500,
-                  "log_every": 25}
+                  "log_every": 25, "warmup_steps": 0, "lr_schedule": "constant"}
 # Per preset family, the training settings that go with it (flags on the command line win).
 # shapes: batch 32 at lr 2e-3 took the most steps and the best reconstructions out of a 5-minute
 # CPU budget (README, "The tokenizer"); imagenet: VQGAN/LlamaGen-style settings for GPUs.
@@ -38,6 +38,7 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     from tokenizers_vq import PRESETS
 
     from ..engine import TrainConfig
+    from ..schedule import ScheduleConfig
 
     defaults = {**TRAIN_DEFAULTS, **PRESET_TRAINING.get((preset or "shapes").split("-")[0], {})}
 
@@ -52,6 +53,8 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="shapes", help="shapes | digits | photos | folder:PATH | hf:NAME_OR_PATH")
     p.add_argument("--eval-n", type=int, default=2000, help="test images judged after training (0 = skip)")
     add_dataclass_options(p, TrainConfig, defaults=defaults, title="training (TrainConfig; defaults follow --preset)")
+    add_dataclass_options(p, ScheduleConfig, defaults=defaults,
+                          title="learning rate: warm-up, then decay over the budget (ScheduleConfig; defaults follow --preset)")
     return p
 
 
@@ -67,6 +70,7 @@ def main(argv: list[str]) -> int:
     from train.data import build_dataset
 
     from ..engine import TrainConfig, Trainer
+    from ..schedule import ScheduleConfig
     from ..tasks.tokenizer import TokenizerTask
 
     config = TokenizerConfig.from_dict({**get_preset(args.preset).to_dict(), **parse_overrides(args.set)})
@@ -76,7 +80,7 @@ def main(argv: list[str]) -> int:
     val_set = build_dataset(args.dataset, "val", config.image_size)
     preview = torch.stack([val_set[i]["image"] for i in range(min(8, len(val_set)))])
 
-    task = TokenizerTask(config, loss_config, preview=preview)
+    task = TokenizerTask(config, loss_config, preview=preview, schedule=dataclass_from_args(ScheduleConfig, args))
     trainer = Trainer(task, train_set, train_config)
     logs = trainer.fit()
     if not trainer.is_main_process:

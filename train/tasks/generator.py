@@ -18,7 +18,6 @@ once, not once per batch); the dataset the loop sees yields indices and the coll
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..engine import TrainConfig, TrainTask
-
-LR_SCHEDULES = ("cosine", "constant")
+from ..schedule import ScheduleConfig, budget_scheduler
 
 
 @dataclass
@@ -36,15 +34,10 @@ class OptimConfig:
     weight_decay: float = 0.05       # AdamW decoupled weight decay on matrices (dim >= 2); biases and norms get none
     beta1: float = 0.9               # AdamW beta1
     beta2: float = 0.95              # AdamW beta2 (0.95 as in nanoGPT / LlamaGen)
-    warmup_steps: int = 100          # linear learning-rate warm-up from 0 over this many optimizer steps
-    lr_schedule: str = "cosine"      # after warm-up: "cosine" decay to min_lr_ratio * lr at max_steps, or "constant"
-    min_lr_ratio: float = 0.1        # cosine: the final learning rate as a fraction of lr
 
     def validate(self) -> None:
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.warmup_steps < 0 or self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("need warmup_steps >= 0, weight_decay >= 0 and min_lr_ratio in [0, 1]")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"AdamW betas must be in [0, 1), got {self.beta1}, {self.beta2}")
 
@@ -154,17 +147,6 @@ def sample_tokens(generator, rows: dict[str, Tensor], n: int, sampling: SampleCo
     return [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
-def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the base learning rate after `step` optimizer steps: linear warm-up, then
-    constant or a cosine from 1 down to min_ratio at `total` steps."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant" or total <= warmup:
-        return 1.0
-    progress = min(1.0, (step - warmup) / (total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 # ---------------------------------------------------------------------------- the task
 
 class _Indices(torch.utils.data.Dataset):
@@ -202,10 +184,13 @@ class GeneratorTask(TrainTask):
     """
 
     def __init__(self, generator, train, *, val=None, tokenizer=None, optim: OptimConfig | None = None,
-                 sampling: SampleConfig | None = None, preview_n: int = 8, val_n: int = 256):
+                 schedule: ScheduleConfig | None = None, sampling: SampleConfig | None = None,
+                 preview_n: int = 8, val_n: int = 256):
         self.generator, self.train_split, self.val = generator, train, val
-        self.optim, self.sampling = optim or OptimConfig(), sampling or SampleConfig()
+        self.optim, self.schedule = optim or OptimConfig(), schedule or ScheduleConfig()
+        self.sampling = sampling or SampleConfig()
         self.optim.validate()
+        self.schedule.validate()
         self.tokenizer = tokenizer
         if tokenizer is not None:
             check_same_spec(train.spec, tokenizer)
@@ -248,10 +233,8 @@ class GeneratorTask(TrainTask):
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": o.weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(o.beta1, o.beta2))
-        total = config.max_steps
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, o.warmup_steps, total, o.lr_schedule, o.min_lr_ratio))
-        return {"generator": (optimizer, schedule)}
+        return {"generator": (optimizer, budget_scheduler(optimizer, self.schedule, config.max_steps,
+                                                          self.trainer.time_fraction))}
 
     def collate(self, items: list[dict]) -> dict:
         idx = torch.tensor([it["index"] for it in items])

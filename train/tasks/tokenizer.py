@@ -17,6 +17,7 @@ from eval.visualize import save_grid
 from tokenizers_vq import LossConfig, TokenizerConfig, TokenizerLoss, VQTokenizer, build_discriminator
 
 from ..engine import TrainConfig, TrainTask
+from ..schedule import ScheduleConfig, budget_scheduler
 
 
 class TokenizerTask(TrainTask):
@@ -27,8 +28,12 @@ class TokenizerTask(TrainTask):
     """
 
     def __init__(self, config: TokenizerConfig, loss_config: LossConfig, preview: torch.Tensor | None = None,
-                 disc_lr_ratio: float = 1.0):
+                 disc_lr_ratio: float = 1.0, schedule: ScheduleConfig | None = None):
         self.config, self.loss_config = config, loss_config
+        # VQGAN trains at a constant rate; a decay to the end of the budget sharpens what a short
+        # run reaches (README, "The tokenizer")
+        self.schedule = schedule or ScheduleConfig(warmup_steps=0, lr_schedule="constant")
+        self.schedule.validate()
         if config.sync_codebook is None:
             # The model is built before the trainer starts the process group, so the codebook's own
             # "am I distributed?" check would say no; `accelerate launch` / torchrun set WORLD_SIZE.
@@ -47,11 +52,12 @@ class TokenizerTask(TrainTask):
         self.loss_fn.to(trainer.device)
 
     def configure_optimizers(self, modules: dict[str, nn.Module], config: TrainConfig) -> dict:
-        adam = lambda params, lr: torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))  # noqa: E731
-        return {
-            "autoencoder": adam(modules["autoencoder"].parameters(), config.lr),
-            "discriminator": adam(modules["discriminator"].parameters(), config.lr * self.disc_lr_ratio),
-        }
+        def adam(params, lr):
+            optimizer = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
+            return optimizer, budget_scheduler(optimizer, self.schedule, config.max_steps, self.trainer.time_fraction)
+
+        return {"autoencoder": adam(modules["autoencoder"].parameters(), config.lr),
+                "discriminator": adam(modules["discriminator"].parameters(), config.lr * self.disc_lr_ratio)}
 
     def losses(self, batch: dict, step: int):
         images = batch["image"]
