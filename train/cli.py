@@ -12,6 +12,7 @@ import sys
 # command name -> module under train.commands (imported lazily: `tokgen --help` stays instant)
 COMMANDS = {
     "demo": "demo",
+    "compare": "compare",
     "data": "data",
     "judge": "judge",
     "train-tokenizer": "train_tokenizer",

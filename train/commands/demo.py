@@ -1,30 +1,74 @@
-"""`tokgen demo`: the main job on the embedded data, offline, on a laptop CPU.
+"""`tokgen demo`: the main job on the embedded data, offline, on a laptop CPU, from scratch.
 
-Today it shows the embedded data, measures the judges that referee every quality figure, and
-trains the shapes tokenizer from scratch and judges its reconstructions; each later stage of the
-suite (generators, comparison) adds its stage here.  The result is a report folder with
-`report.md`, image grids and `results.json`.
+    tokgen demo                                        # about 15 minutes on 2 CPU cores
+    tokgen demo --tokenizer-minutes 10 --minutes-per-family 10 --n 1000 --nll-n 256
+    tokgen demo --families maskgit var --minutes-per-family 5
+    tokgen demo --tokenizer runs/tok/tokenizer         # reuse a trained tokenizer: skip its stage
+
+Stages: captioned grids of the embedded data; the judges' own accuracy; the multi-scale shapes
+tokenizer (`shapes-tiny-msvq`) trained for --tokenizer-minutes and judged; its tokens extracted
+(the train split limited to --token-limit items); then `tokgen compare` on those tokens: the four
+generator families (AR, MaskGIT, VAR, D3PM), caption-conditioned, size small, trained for
+--minutes-per-family each in bf16, --n samples per family and step count, judged, measured,
+timed.  Every budget is a flag.  The report folder (--out) gets report.md (the comparison table
+first, then the data, judges and tokenizer), the grids, quality_vs_time.png and results.json.
+
+The defaults are budgeted for 15 minutes on 2 CPU cores: 12 minutes of training (4 for the
+tokenizer, 2 per family), about a minute and a half of data, judges, token extraction and
+set-up, and under two of sampling and evaluation (200 samples per row under bfloat16 autocast,
+MaskGIT at 8 steps and D3PM at 16; the D3PM bound costs T = 100 forwards per held-out item, so
+--nll-n is small here: compare's own default is 256).  On a bigger budget, raise them together,
+e.g. --minutes-per-family 10 --n 1000 --nll-n 256 --sample-steps maskgit=4,8,12 d3pm=16,64.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
-HELP = "run the main job on the embedded data and write a report (report.md, grids, results.json)"
+HELP = "run the main job on the embedded data: tokenizer, tokens, four generators compared (report.md)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tokgen demo", description=HELP)
-    p.add_argument("--out", default="tokgen-out/demo", help="report folder")
-    p.add_argument("--judge-n", type=int, default=500, help="test images per judge measurement")
-    p.add_argument("--tokenizer-minutes", type=float, default=5.0,
-                   help="wall-time budget for training the shapes tokenizer (0 = skip that stage)")
-    p.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"),
-                   help="tokenizer training precision (bf16 is faster on CPU but hurt the codebook; README)")
+    p = argparse.ArgumentParser(prog="tokgen demo", description=HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--out", default="tokgen-out/demo", help="report folder (its run folders are rebuilt)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge-n", type=int, default=500, help="test images per judge measurement")
+    t = p.add_argument_group("the tokenizer and its tokens")
+    t.add_argument("--tokenizer", help="use this trained tokenizer folder instead of training one")
+    t.add_argument("--tokenizer-preset", default="shapes-tiny-msvq",
+                   help="tokenizer preset (multi-scale: VAR needs it)")
+    t.add_argument("--tokenizer-minutes", type=float, default=4.0, help="wall-time budget of the tokenizer")
+    t.add_argument("--tokenizer-eval-n", type=int, default=500,
+                   help="test images reconstructed and judged after training")
+    t.add_argument("--tokenizer-precision", default="no", choices=("no", "bf16", "fp16"),
+                   help="tokenizer training precision (bf16 hurt the codebook on CPU; README)")
+    t.add_argument("--token-limit", type=int, default=8_000,
+                   help="train items encoded (2 minutes at batch 64 see about 2 epochs of 8,000; the 432 "
+                        "one-object captions about 18 times each)")
+    t.add_argument("--eval-items", type=int, default=256,
+                   help="val and test items encoded (at least --n and --nll-n)")
+    c = p.add_argument_group("the comparison (tokgen compare)")
+    c.add_argument("--families", nargs="+", default=["ar", "maskgit", "var", "d3pm"], metavar="FAMILY")
+    c.add_argument("--minutes-per-family", type=float, default=2.0, help="wall-time training budget of each family")
+    c.add_argument("--steps-per-family", type=int, default=20_000, help="step budget of each family (a cap)")
+    c.add_argument("--size", default="small", help="generator size preset")
+    c.add_argument("--generator-precision", default="bf16", choices=("no", "bf16", "fp16"),
+                   help="generator training precision")
+    c.add_argument("--n", type=int, default=200, help="samples per family and step count")
+    c.add_argument("--sample-steps", nargs="+", default=["maskgit=8", "d3pm=16"], metavar="FAMILY=S1,S2",
+                   help="sampling step counts (compare's --sample-steps)")
+    c.add_argument("--precision", default="bf16", choices=("fp32", "bf16"),
+                   help="sampling and likelihood forwards: float32 or bfloat16 autocast")
+    c.add_argument("--nll-n", type=int, default=32,
+                   help="held-out items for NLL / the D3PM bound (T forwards each for D3PM)")
+    c.add_argument("--compare-flags", default="", metavar="FLAGS",
+                   help="more `tokgen compare` flags as one string, e.g. \"--cfg-scale 2 --set depth=6\"")
     return p
 
 
@@ -35,61 +79,152 @@ def _stage(title: str, number: int, total: int) -> float:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.tokenizer is None and args.tokenizer_minutes <= 0:
+        raise SystemExit("error: --tokenizer-minutes must be > 0 (or pass a trained --tokenizer DIR)")
+    start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"seconds": {}}
+    grids: dict = {}
+    main_process = _is_main_process()
+    total = 5
+
+    if main_process:   # quick and single-process: only the main process writes the grids and measures the judges
+        t = _stage("embedded data: writing captioned grids", 1, total)
+        grids = _data_grids(out)
+        results["seconds"]["data"] = round(time.perf_counter() - t, 1)
+        t = _stage(f"judges: shapes on {args.judge_n} test images (clean, degraded), digits", 2, total)
+        results.update(_judges(args))
+        results["seconds"]["judges"] = round(time.perf_counter() - t, 1)
+
+    t = _stage(_tokenizer_title(args), 3, total) if main_process else time.perf_counter()
+    tokenizer = _tokenizer(args, out)
+    if args.tokenizer is None and main_process:
+        results["tokenizer"] = json.loads((out / "tokenizer-run" / "eval.json").read_text())
+        grids["tokenizer reconstructions (top: test images, bottom: reconstructions)"] = \
+            sorted((out / "tokenizer-run" / "samples").glob("*.png"))[-1]
+    results["seconds"]["tokenizer"] = round(time.perf_counter() - t, 1)
+
+    tokens = out / "tokens"
+    if main_process:
+        t = _stage(f"tokens: encoding {args.token_limit:,} train and {_eval_items(args):,} val and test items",
+                   4, total)
+        _extract(tokenizer, tokens, args)
+        results["seconds"]["tokens"] = round(time.perf_counter() - t, 1)
+    _wait_for_everyone()
+
+    if main_process:
+        _stage(f"compare: {', '.join(args.families)}, {args.minutes_per_family:g} min each, {args.n} samples", 5, total)
+    from . import compare
+
+    compare_argv = _compare_argv(args, tokenizer, tokens)
+    report = compare.run(compare.build_parser().parse_args(compare_argv), compare_argv,
+                         extra_report=_report_sections(out, results, grids) if main_process else [],
+                         extra_results={"demo": results, "title": "tokgen demo"} if main_process else None)
+    if report is not None:
+        print(f"[demo] {(time.perf_counter() - start) / 60:.1f} min in all; report: {report}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- stages
+
+def _data_grids(out: Path) -> dict:
     import torch
 
-    from eval.judges import digits as digits_judge
-    from eval.judges import shapes as shapes_judge
     from eval.visualize import save_captioned_grid
     from train.data import build_dataset
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results: dict = {}
-    total = 3 if args.tokenizer_minutes > 0 else 2
-
-    t = _stage("embedded data: writing captioned grids", 1, total)
     grids = {}
     for name in ("shapes", "digits", "photos"):
         ds = build_dataset(name, "train")
         items = [ds[i] for i in range(16)]
         images = torch.stack([it["image"] for it in items])
         titles = [it["caption"] or str(it["label"]) for it in items]
-        grids[name] = save_captioned_grid(images, titles, out / f"data-{name}.png", ncol=8,
-                                          suptitle=f"{name}: {len(ds)} training items")
-    results["data_seconds"] = round(time.perf_counter() - t, 1)
-
-    t = _stage(f"judges: shapes on {args.judge_n} test images (clean, degraded), digits", 2, total)
-    results["shapes_judge"] = shapes_judge.measure(args.judge_n, 32, 1, args.seed)
-    results["digits_judge"] = digits_judge.measure(args.seed)
-    results["judge_seconds"] = round(time.perf_counter() - t, 1)
-
-    if args.tokenizer_minutes > 0:
-        _stage(f"tokenizer: training shapes-tiny for {args.tokenizer_minutes:g} min, then judging "
-               "its reconstructions of 2,000 test images", 3, total)
-        from . import train_tokenizer
-
-        run = out / "tokenizer-run"
-        shutil.rmtree(run, ignore_errors=True)  # a demo always starts from scratch
-        train_tokenizer.main(["--preset", "shapes-tiny", "--max-minutes", str(args.tokenizer_minutes),
-                              "--mixed-precision", args.mixed_precision, "--out-dir", str(run),
-                              "--seed", str(args.seed), "--resume", "none"])
-        results["tokenizer"] = json.loads((run / "eval.json").read_text())
-        grids["tokenizer reconstructions (top: test images, bottom: reconstructions)"] = _last_png(run / "samples")
-
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    _write_report(out, results, grids)
-    print(f"[demo] report: {out / 'report.md'}")
-    return 0
+        grids[f"{name}: 16 training items"] = save_captioned_grid(images, titles, out / f"data-{name}.png", ncol=8,
+                                                                  suptitle=f"{name}: {len(ds)} training items")
+    return grids
 
 
-def _last_png(folder: Path) -> Path:
-    return sorted(folder.glob("*.png"))[-1]
+def _judges(args) -> dict:
+    from eval.judges import digits as digits_judge
+    from eval.judges import shapes as shapes_judge
+
+    return {"shapes_judge": shapes_judge.measure(args.judge_n, 32, 1, args.seed),
+            "digits_judge": digits_judge.measure(args.seed)}
 
 
-def _write_report(out: Path, results: dict, grids: dict) -> None:
+def _tokenizer_title(args) -> str:
+    if args.tokenizer:
+        return f"tokenizer: using {args.tokenizer}"
+    return (f"tokenizer: training {args.tokenizer_preset} for {args.tokenizer_minutes:g} min, then judging its "
+            f"reconstructions of {args.tokenizer_eval_n} test images")
+
+
+def _tokenizer(args, out: Path) -> str:
+    """The tokenizer folder: the one given, or one trained from scratch (every process trains)."""
+    if args.tokenizer:
+        return args.tokenizer
+    from . import train_tokenizer
+
+    run = out / "tokenizer-run"
+    if _is_main_process():
+        shutil.rmtree(run, ignore_errors=True)   # a demo always starts from scratch
+    train_tokenizer.main(["--preset", args.tokenizer_preset, "--max-minutes", str(args.tokenizer_minutes),
+                          "--mixed-precision", args.tokenizer_precision, "--out-dir", str(run),
+                          "--eval-n", str(args.tokenizer_eval_n), "--seed", str(args.seed), "--resume", "none"])
+    return str(run / "tokenizer")
+
+
+def _extract(tokenizer: str, tokens: Path, args) -> None:
+    """Train tokens (limited), then val and test (enough for --n and --nll-n), into one folder."""
+    from . import extract_tokens
+
+    shutil.rmtree(tokens, ignore_errors=True)
+    for splits, limit in (("train", args.token_limit), ("val,test", _eval_items(args))):
+        extract_tokens.main(["--tokenizer", tokenizer, "--out", str(tokens), "--splits", splits,
+                             "--limit", str(limit)])
+
+
+def _eval_items(args) -> int:
+    return max(args.eval_items, args.n, args.nll_n)
+
+
+def _compare_argv(args, tokenizer: str, tokens: Path) -> list[str]:
+    """compare's flags: the demo's budgets, --retrain (from scratch), step counts of the families compared."""
+    steps = [s for s in args.sample_steps if s.partition("=")[0] in args.families]
+    return ["--tokens", str(tokens), "--tokenizer", tokenizer, "--out", args.out, "--retrain",
+            "--families", *args.families, "--size", args.size, "--condition", "text",
+            "--max-minutes", str(args.minutes_per_family), "--max-steps", str(args.steps_per_family),
+            "--mixed-precision", args.generator_precision, "--n", str(args.n), "--nll-n", str(args.nll_n),
+            "--precision", args.precision, *(["--sample-steps", *steps] if steps else []), "--seed", str(args.seed),
+            *shlex.split(args.compare_flags)]
+
+
+# ---------------------------------------------------------------------------- processes
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _wait_for_everyone() -> None:
+    """Under `accelerate launch`: the others wait here while the main process extracts the tokens."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate.state import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+# ---------------------------------------------------------------------------- the demo's report sections
+
+def _report_sections(out: Path, results: dict, grids: dict) -> list[str]:
+    """The data, the judges and the tokenizer, after the comparison's own sections."""
     s = results["shapes_judge"]
     attrs = ("shape", "color", "size", "position", "caption_match")
-    lines = ["# tokgen demo", "", "## The judges", "",
+    lines = ["## The judges", "",
              f"Shapes judge on {s['n']} real test images (32 px, one object); degraded = Gaussian blur "
              f"sigma {s['degradation']['blur_sigma']}, noise {s['degradation']['noise_sigma']}, "
              f"colour shift {s['degradation']['color_shift']}.", "",
@@ -98,20 +233,29 @@ def _write_report(out: Path, results: dict, grids: dict) -> None:
         lines.append(f"| {kind} | " + " | ".join(f"{100 * s[kind][a]:.1f}%" for a in attrs) + " |")
     d = results["digits_judge"]["accuracy"]
     lines += ["", "Digits judge, test accuracy: "
-              + ", ".join(f"{size} px {100 * acc['test']:.1f}%" for size, acc in d.items()), "",
-              ""]
+              + ", ".join(f"{size} px {100 * acc['test']:.1f}%" for size, acc in d.items()), ""]
     if "tokenizer" in results:
-        t = results["tokenizer"]
-        test = t["test"]
-        lines += ["## The tokenizer", "",
-                  f"`shapes-tiny` (8x8 tokens, codebook {test['codebook_size']}) trained from scratch for "
-                  f"{t['minutes']:.1f} min ({t['steps']} steps); {test['n']} test images reconstructed:", "",
-                  "| PSNR | SSIM | codebook usage | perplexity | judge: caption match | shape | colour | size | position |",
-                  "|---|---|---|---|---|---|---|---|---|",
-                  f"| {test['psnr']:.2f} dB | {test['ssim']:.3f} | {100 * test['all_scales']['usage']:.1f}% | "
-                  f"{test['all_scales']['perplexity']:.1f} | "
-                  + " | ".join(f"{100 * test['judge'][a]:.1f}%" for a in ("caption_match", "shape", "color", "size", "position"))
-                  + " |", ""]
-    lines += ["## Images", ""]
-    lines += [f"**{name}**\n\n![{name}]({path.relative_to(out)})\n" for name, path in grids.items()]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+        lines += _tokenizer_section(results["tokenizer"])
+    lines += ["## The data and the tokenizer's reconstructions", ""]
+    lines += [f"**{name}**\n\n![{name}]({Path(path).relative_to(out)})\n" for name, path in grids.items()]
+    return lines
+
+
+def _tokenizer_section(t: dict) -> list[str]:
+    test = t.get("test")
+    if not test:
+        return []
+    scales = " / ".join(f"{100 * v['usage']:.1f}%" for v in test["scales"].values())
+    judge = test.get("judge", {})
+    return ["## The tokenizer", "",
+            f"`{t['preset']}` (scales {', '.join(test['scales'])}, codebook {test['codebook_size']}) trained from "
+            f"scratch for {t['minutes']:.1f} min ({t['steps']} steps); {test['n']} test images reconstructed:", "",
+            "| PSNR | SSIM | codebook usage per scale | perplexity | judge: caption match | shape | colour | size "
+            "| position |", "|---|---|---|---|---|---|---|---|---|",
+            f"| {test['psnr']:.2f} dB | {test['ssim']:.3f} | {scales} | {test['all_scales']['perplexity']:.1f} | "
+            + " | ".join(f"{100 * judge.get(a, float('nan')):.1f}%"
+                         for a in ("caption_match", "shape", "color", "size", "position")) + " |", ""]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -45,7 +45,7 @@ class OptimConfig:
 @dataclass
 class SampleConfig:
     steps: int | None = None         # sampling steps (not training steps); None = the family's own (AR: one per token)
-    cfg_scale: float | None = None   # classifier-free guidance; None = 3.0 for conditional models, 1.0 (off) otherwise
+    cfg_scale: float | None = None   # classifier-free guidance; None = the family's default (AR 1.5, others 3.0) for conditional models, 1.0 (off) otherwise
     temperature: float = 1.0         # softmax temperature of the sampled tokens (0 = greedy)
     top_k: int | None = None         # keep the k most likely tokens; None = all
     top_p: float | None = None       # nucleus sampling: keep the most likely tokens up to this mass; None = all
@@ -58,7 +58,7 @@ class SampleConfig:
                 raise ValueError(f"{name} must be a number or None, got {value!r}")
         cfg = self.cfg_scale
         if cfg is None:
-            cfg = 1.0 if generator.config.condition == "none" else 3.0
+            cfg = 1.0 if generator.config.condition == "none" else generator.default_cfg_scale
         return dict(steps=self.steps, cfg_scale=float(cfg), temperature=self.temperature, top_k=self.top_k,
                     top_p=self.top_p)
 

@@ -1,0 +1,373 @@
+"""The comparison report: one table, a plot of quality against sampling time, results.json.
+
+This is the pure report side of `tokgen compare` (train/commands/compare.py does the training,
+sampling and measuring): it takes a results dict and writes files, so it is testable without any
+model.  The results dict:
+
+    {"settings": {...},                       # everything needed to reproduce the run
+     "quality_key": "caption_match",          # the judged figure plotted against time
+     "rows": [{"kind": "generator" | "floor" | "ceiling", "label": str, "family": str | None,
+               "steps": int | None, "nfe_per_image": float | None, "seconds_per_image": float | None,
+               "judge": {name: accuracy in [0, 1]} | None, "fd": float, "kid": float, "kid_std": float,
+               "precision": float, "recall": float, "nll_bits": float | None,
+               "nll_kind": "exact" | "elbo" | None, "train_steps": int | None, "grid": str | None}, ...],
+     ...}                                      # anything else is kept in results.json as is
+
+Frechet distance: Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge to a
+Local Nash Equilibrium", NeurIPS 2017.  KID: Binkowski et al., "Demystifying MMD GANs", ICLR
+2018.  Precision / recall: Kynkaanniemi et al., "Improved Precision and Recall Metric for
+Assessing Generative Models", NeurIPS 2019.  Here all three are computed in the judge's feature
+space (eval/features.py), not Inception's, and the real-vs-real row gives their floor at this N.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+REPORT, RESULTS, PLOT = "report.md", "results.json", "quality_vs_time.png"
+
+# judge keys -> column headers; keys not listed keep their own name
+JUDGE_NAMES = {"caption_match": "caption match", "color": "colour", "found": "object found",
+               "accuracy": "class accuracy"}
+# the figure the plot puts on its y axis, in order of preference
+QUALITY_KEYS = ("caption_match", "accuracy")
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    get: Callable[[dict], Any]                 # the raw value of a row (None when it has none)
+    better: str | None                         # "max", "min" or None (not ranked)
+    fmt: Callable[[Any, dict], str]            # raw value, row -> the cell's text
+
+
+# ---------------------------------------------------------------------------- formatting
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _na(fmt: Callable[[Any], str]) -> Callable[[Any, dict], str]:
+    return lambda v, row: fmt(v) if is_number(v) else "n/a"
+
+
+def _percent(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _number(v: float) -> str:
+    """Three significant digits, without scientific notation for ordinary values."""
+    if v == 0:
+        return "0"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    digits = max(0, 2 - int(math.floor(math.log10(abs(v)))))
+    return f"{v:.{min(digits, 6)}f}" if abs(v) >= 1e-4 else f"{v:.2e}"
+
+
+def _seconds(v: float) -> str:
+    return f"{v:.2g}" if v < 1 else f"{v:.2f}"
+
+
+def _nll(v: float, row: dict) -> str:
+    if not is_number(v):
+        return "n/a"
+    return f"≤ {v:.3f}" if row.get("nll_kind") == "elbo" else f"{v:.3f}"
+
+
+def _count(v: Any) -> str:
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
+
+
+# ---------------------------------------------------------------------------- the table
+
+def judge_keys(results: dict) -> list[str]:
+    """The judge's figures in the order they first appear, the headline figure first."""
+    keys: list[str] = []
+    for row in results["rows"]:
+        for k in (row.get("judge") or {}):
+            if k not in keys:
+                keys.append(k)
+    headline = quality_key(results)
+    return ([headline] if headline in keys else []) + [k for k in keys if k != headline]
+
+
+def quality_key(results: dict) -> str | None:
+    """The judged figure of the plot: results["quality_key"], else the first of QUALITY_KEYS found."""
+    if results.get("quality_key"):
+        return results["quality_key"]
+    found = {k for row in results["rows"] for k in (row.get("judge") or {})}
+    return next((k for k in QUALITY_KEYS if k in found), next(iter(sorted(found)), None))
+
+
+def columns(results: dict) -> list[Column]:
+    """The report's columns: who and how, the judge's figures, the distribution metrics, speed,
+    likelihood and training steps."""
+    judged = [Column(JUDGE_NAMES.get(k, k), lambda r, k=k: (r.get("judge") or {}).get(k), "max", _na(_percent))
+              for k in judge_keys(results)]
+    return [
+        Column("family", lambda r: r["label"], None, lambda v, r: str(v)),
+        Column("sampling steps", lambda r: r.get("steps"), None, _na(_count)),
+        Column("NFE / image", lambda r: r.get("nfe_per_image"), "min", _na(_count)),
+        Column("s / image", lambda r: r.get("seconds_per_image"), "min", _na(_seconds)),
+        *judged,
+        Column("FD", lambda r: r.get("fd"), "min", _na(_number)),
+        Column("KID", lambda r: r.get("kid"), "min", _na(_number)),
+        Column("precision", lambda r: r.get("precision"), "max", _na(_percent)),
+        Column("recall", lambda r: r.get("recall"), "max", _na(_percent)),
+        Column("NLL bits / token", lambda r: r.get("nll_bits"), "min", _nll),
+        Column("train steps", lambda r: r.get("train_steps"), None, _na(_count)),
+    ]
+
+
+def best_rows(values: list[Any], texts: list[str], better: str | None) -> set[int]:
+    """Indices of the best values (ties, as displayed, all count); none when the column is not
+    ranked, has no number, or every row ties (nothing to single out)."""
+    numbers = [(v, i) for i, v in enumerate(values) if is_number(v)]
+    if better is None or not numbers:
+        return set()
+    best_value, best_index = (max if better == "max" else min)(numbers, key=lambda p: p[0])
+    best = {i for v, i in numbers if v == best_value or texts[i] == texts[best_index]}
+    return set() if len(best) == len(numbers) > 1 else best
+
+
+def table(results: dict) -> list[list[str]]:
+    """Header and rows of the report's table: the generator rows with the best value of each
+    ranked column in bold, then the reference rows (floor, ceiling), which are never ranked."""
+    cols = columns(results)
+    generated = [r for r in results["rows"] if r.get("kind", "generator") == "generator"]
+    references = [r for r in results["rows"] if r.get("kind", "generator") != "generator"]
+    cells = [[c.fmt(c.get(r), r) for c in cols] for r in generated]
+    for j, c in enumerate(cols):
+        for i in best_rows([c.get(r) for r in generated], [row[j] for row in cells], c.better):
+            cells[i][j] = f"**{cells[i][j]}**"
+    italic = lambda text: text if text == "n/a" else f"*{text}*"   # noqa: E731
+    cells += [[italic(c.fmt(c.get(r), r)) for c in cols] for r in references]
+    return [[c.header for c in cols], *cells]
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    header, *body = rows
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+
+
+# ---------------------------------------------------------------------------- the plot
+
+def plot_quality_vs_time(results: dict, path: str | os.PathLike) -> Path | None:
+    """Judged quality (y) against sampling seconds per image (x, log scale): one line per family
+    through its step counts, each point labelled with its steps; the floor (real images) and the
+    tokenizer's ceiling as horizontal lines.  Without a judge the y axis is the Frechet distance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = quality_key(results)
+    value = (lambda r: (r.get("judge") or {}).get(key)) if key else (lambda r: r.get("fd"))
+    scale = 100.0 if key else 1.0
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    families: dict[str, list[dict]] = {}
+    for r in results["rows"]:
+        if r.get("kind", "generator") == "generator" and is_number(value(r)) and is_number(r.get("seconds_per_image")) \
+                and r["seconds_per_image"] > 0:
+            families.setdefault(r.get("family") or r["label"], []).append(r)
+    for family, rows in families.items():
+        rows = sorted(rows, key=lambda r: r["seconds_per_image"])
+        xs, ys = [r["seconds_per_image"] for r in rows], [scale * value(r) for r in rows]
+        line, = ax.plot(xs, ys, marker="o", label=family)
+        for r, x, y in zip(rows, xs, ys):
+            ax.annotate(f"{_count(r['steps'])} steps" if is_number(r.get("steps")) else "", (x, y),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7, color=line.get_color())
+    styles = {"floor": ("real images", ":"), "ceiling": ("tokenizer ceiling (decoded real tokens)", "--")}
+    for r in results["rows"]:
+        if r.get("kind") in styles and is_number(value(r)):
+            name, style = styles[r["kind"]]
+            ax.axhline(scale * value(r), color="grey", linestyle=style, linewidth=1, label=name)
+    if not families:
+        ax.text(0.5, 0.5, "no timed samples", transform=ax.transAxes, ha="center")
+    else:
+        ax.set_xscale("log")
+    ax.set_xlabel("sampling seconds per image (log scale)")
+    ax.set_ylabel(f"{JUDGE_NAMES.get(key, key)} (%)" if key else "Frechet distance (lower is better)")
+    ax.set_title("quality against sampling time")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------- results.json
+
+def _jsonable(value: Any) -> Any:
+    """Strict JSON: non-finite floats become null (read back as None, shown as "n/a"), paths strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):       # numpy / torch scalars
+        return _jsonable(value.item())
+    return value
+
+
+def save_results(results: dict, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False))
+    os.replace(tmp, path)
+    return path
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+# ---------------------------------------------------------------------------- report.md
+
+def write_report(out: str | os.PathLike, results: dict, extra: list[str] = ()) -> Path:
+    """report.md (the table, notes, the plot, the grids, training, how to reproduce; `extra`
+    markdown lines at the end), quality_vs_time.png and results.json into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_quality_vs_time(results, out / PLOT)
+    results = {**results, "report": {"markdown": REPORT, "plot": PLOT}}
+    save_results(results, out / RESULTS)
+    s = results.get("settings", {})
+    families = ", ".join(s.get("families", [])) or "the generators"
+    title = results.get("title", "tokgen compare")
+    lines = [f"# {title}: {families} on {s.get('dataset', 'one dataset')}", "",
+             *_setup(s), "", "## Results", "", markdown_table(table(results)), "", *_notes(results),
+             *[f"- **Note**: {note}" for note in results.get("notes", [])], "",
+             "## Quality against sampling time", "", f"![quality against sampling time]({PLOT})", ""]
+    grids = [r for r in results["rows"] if r.get("grid")]
+    if grids:
+        lines += ["## Samples", ""]
+        for r in grids:
+            steps = f", {_count(r['steps'])} steps" if is_number(r.get("steps")) else ""
+            lines += [f"**{r['label']}{steps}**", "", f"![{r['label']}]({r['grid']})", ""]
+    lines += _training(results.get("training", {}))
+    if s.get("command"):
+        lines += ["## Reproduce", "", "```", s["command"], "```", "",
+                  f"Every number and setting is in `{RESULTS}`.", ""]
+    lines += list(extra)
+    path = out / REPORT
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _setup(s: dict) -> list[str]:
+    budget = s.get("budget", {})
+    spend = " or ".join(p for p in (f"{budget['max_steps']:,} steps" if budget.get("max_steps") else "",
+                                    f"{budget['max_minutes']:g} wall-minutes" if budget.get("max_minutes") else "")
+                        if p)
+    sampling = s.get("sampling", {})
+    knobs = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sampling.items() if v is not None)
+    return [f"One tokenizer (`{s.get('tokenizer', '?')}`), one token folder (`{s.get('tokens', '?')}`); every "
+            f"family trained on the same tokens with the same budget ({spend or 'see results.json'} each, size "
+            f"`{s.get('size', '?')}`, condition `{s.get('condition', '?')}`, training precision "
+            f"{_precision(s.get('mixed_precision', '?'))}, seed {s.get('seed', '?')}), then {s.get('n', '?')} "
+            f"samples per family and step count ({knobs or 'default sampling'}; precision "
+            f"{s.get('precision', '?')}, batch {s.get('sample_batch_size', '?')}, device {s.get('device', '?')})."]
+
+
+def _precision(mixed_precision: str) -> str:
+    return "fp32" if mixed_precision == "no" else mixed_precision
+
+
+def _notes(results: dict) -> list[str]:
+    s = results.get("settings", {})
+    n, nll_n = s.get("n", "N"), s.get("nll_n", "M")
+    judge = s.get("judge") or "no judge"
+    return [
+        f"- **Judged columns**: the {judge} reads each sample against its condition (the first {n} "
+        "validation items' captions or labels); per-attribute accuracies beside the headline figure.",
+        f"- **FD, KID, precision, recall**: the samples against {n} real test images, in the judge's feature "
+        f"space ({s.get('feature_space', 'judge features')}); KID is the mean over subsets (std in results.json).",
+        "- **NFE / image**: transformer evaluations per image, counted during sampling: AR one per token (KV "
+        "cache), MaskGIT and D3PM one per step, VAR one per scale. With classifier-free guidance the conditional "
+        "and null rows run as one doubled batch and count as **2** evaluations per step. A caption encoder's "
+        "single pass is not counted.",
+        "- **s / image**: wall seconds of token sampling per image (after one warm-up batch), without the "
+        "tokenizer's decoder, which is the same for every family.",
+        f"- **NLL bits / token** on {nll_n} held-out test items with their conditions: exact for AR and VAR; for "
+        "D3PM the variational bound (≤, an upper bound on its NLL); MaskGIT defines no likelihood (n/a).",
+        "- *real vs real (floor)*: real validation images against the real test images at the same N: what a "
+        "perfect generator would score (in the judged columns: the judge's own accuracy on real images). "
+        "*tokenizer ceiling*: the real validation tokens decoded: the best a generator on this tokenizer can do.",
+        "- **Bold**: the best generator per column (ties as shown are all bold); the reference rows in italics "
+        "are not ranked.",
+    ]
+
+
+def _training(training: dict) -> list[str]:
+    if not training:
+        return []
+    lines = ["## Training", "", "| family | steps | minutes | stopped by | final loss | val loss | run |",
+             "|---|---|---|---|---|---|---|"]
+    for family, t in training.items():
+        logs = t.get("logs", {})
+        loss = logs.get("loss/generator", logs.get("loss"))
+        val = logs.get("eval/val_loss", logs.get("val_loss"))
+        cell = lambda v: _number(v) if is_number(v) else "n/a"   # noqa: E731
+        lines.append(f"| {family} | {t.get('steps', 'n/a')} | {cell(t.get('minutes'))} | {t.get('stopped', 'n/a')} "
+                     f"| {cell(loss)} | {cell(val)} | `{t.get('run', '')}` |")
+    return lines + [""]
+
+
+# ---------------------------------------------------------------------------- measuring an image set
+
+def judge_and_features(batches, judge=None, extractor=None, keep: int = 0):
+    """Stream `(images, targets)` batches through the judge and the feature extractor.
+
+    Returns (the judge's scores averaged over the images, or None without a judge; the features
+    (N, D) as numpy, or None without an extractor; the first `keep` images, or None).  The
+    judge's figures are shares, so the batch scores are averaged weighted by batch size (exact
+    when every image shows the same number of objects, as in every embedded dataset)."""
+    import numpy as np
+    import torch
+
+    from .features import extract_features
+
+    sums: dict[str, float] = {}
+    feats, kept, count = [], [], 0
+    for images, targets in batches:
+        b = len(images)
+        if judge is not None:
+            for k, v in judge.score(images, targets).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * b
+        if extractor is not None:
+            feats.append(extract_features(extractor, images, batch_size=b))
+        have = sum(len(x) for x in kept)
+        if have < keep:
+            kept.append(images[: keep - have].cpu())
+        count += b
+    scores = {k: v / max(count, 1) for k, v in sums.items()} if judge is not None else None
+    return scores, (np.concatenate(feats) if feats else None), (torch.cat(kept) if kept else None)
+
+
+def distribution_metrics(fake, real, *, seed: int = 0, kid_subset: int = 1000, kid_subsets: int = 100,
+                         k: int = 3) -> dict[str, float]:
+    """Frechet distance, KID (mean and std over subsets) and improved precision/recall of the
+    `fake` features against the `real` ones (eval/metrics.py); None for each without features."""
+    if fake is None or real is None:
+        return {"fd": None, "kid": None, "kid_std": None, "precision": None, "recall": None}
+    from .metrics import frechet_distance, kernel_inception_distance, precision_recall
+
+    kid, kid_std = kernel_inception_distance(fake, real, subset_size=min(kid_subset, len(fake), len(real)),
+                                             subsets=kid_subsets, seed=seed)
+    precision, recall = precision_recall(real, fake, k=k)
+    return {"fd": frechet_distance(fake, real), "kid": kid, "kid_std": kid_std, "precision": precision,
+            "recall": recall}
