@@ -249,7 +249,7 @@ def write_report(out: str | os.PathLike, results: dict, extra: list[str] = ()) -
     families = ", ".join(s.get("families", [])) or "the generators"
     title = results.get("title", "tokgen compare")
     lines = [f"# {title}: {families} on {s.get('dataset', 'one dataset')}", "",
-             *_setup(s), "", "## Results", "", markdown_table(table(results)), "", *_notes(results),
+             *_setup(s, results["rows"]), "", "## Results", "", markdown_table(table(results)), "", *_notes(results),
              *[f"- **Note**: {note}" for note in results.get("notes", [])], "",
              "## Quality against sampling time", "", f"![quality against sampling time]({PLOT})", ""]
     grids = [r for r in results["rows"] if r.get("grid")]
@@ -268,13 +268,20 @@ def write_report(out: str | os.PathLike, results: dict, extra: list[str] = ()) -
     return path
 
 
-def _setup(s: dict) -> list[str]:
+def _setup(s: dict, rows: list[dict]) -> list[str]:
     budget = s.get("budget", {})
     spend = " or ".join(p for p in (f"{budget['max_steps']:,} steps" if budget.get("max_steps") else "",
                                     f"{budget['max_minutes']:g} wall-minutes" if budget.get("max_minutes") else "")
                         if p)
-    sampling = s.get("sampling", {})
+    # the settings each family sampled with (guidance left open resolves to the family's default)
+    resolved = {r["family"]: r.get("sampling", {}) for r in rows if r.get("kind") == "generator" and r.get("family")}
+    scales = {f: v.get("cfg_scale") for f, v in resolved.items() if v.get("cfg_scale") is not None}
+    sampling = {k: v for k, v in s.get("sampling", {}).items() if k != "cfg_scale"}
     knobs = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sampling.items() if v is not None)
+    if scales:
+        shown = (f"cfg scale {next(iter(scales.values())):g}" if len(set(scales.values())) == 1 else
+                 "cfg scale " + ", ".join(f"{f} {v:g}" for f, v in scales.items()))
+        knobs = ", ".join(p for p in (shown, knobs) if p)
     return [f"One tokenizer (`{s.get('tokenizer', '?')}`), one token folder (`{s.get('tokens', '?')}`); every "
             f"family trained on the same tokens with the same budget ({spend or 'see results.json'} each, size "
             f"`{s.get('size', '?')}`, condition `{s.get('condition', '?')}`, training precision "

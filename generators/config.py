@@ -16,6 +16,7 @@ CONDITIONS = ("none", "class", "text")
 # Size presets (DiT-style one-liners); `config_for("maskgit", "small", condition="text")`.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(width=64, depth=2, heads=4),        # tests, CPU smoke runs
+    "mini": dict(width=128, depth=4, heads=4),       # CPU demos: learns the shapes in a few minutes (tokgen demo)
     "small": dict(width=256, depth=4, heads=8),      # the matched peer configuration (PEERS.md)
     "base": dict(width=512, depth=8, heads=8),
     "large": dict(width=1024, depth=16, heads=16),

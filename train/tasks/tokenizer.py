@@ -30,8 +30,8 @@ class TokenizerTask(TrainTask):
     def __init__(self, config: TokenizerConfig, loss_config: LossConfig, preview: torch.Tensor | None = None,
                  disc_lr_ratio: float = 1.0, schedule: ScheduleConfig | None = None):
         self.config, self.loss_config = config, loss_config
-        # VQGAN trains at a constant rate; a decay to the end of the budget sharpens what a short
-        # run reaches (README, "The tokenizer")
+        # VQGAN trains at a constant rate, and so do the presets: a cosine over a 5-minute budget
+        # did not help the shapes tokenizers (README, "The tokenizer"); it is there for long runs
         self.schedule = schedule or ScheduleConfig(warmup_steps=0, lr_schedule="constant")
         self.schedule.validate()
         if config.sync_codebook is None:
