@@ -117,3 +117,18 @@ def test_command_line_trains_saves_evaluates_and_extracts(tmp_path):
     assert all(torch.equal(a[0], b) for a, b in zip(again, ds[3]["tokens"]))
     with pytest.raises(FileNotFoundError, match="no 'val' split"):
         TokenDataset(tokens, "val")
+
+
+def test_the_same_seed_trains_the_same_tokenizer(tmp_path):
+    """Two runs of the command in one process (whose global RNG the first run has moved on) with
+    the same --seed end with the same weights: the initial weights come from the seed."""
+    from train.cli import main as tokgen
+
+    def train(out: Path) -> dict[str, torch.Tensor]:
+        assert tokgen(["train-tokenizer", "--preset", "shapes-tiny", "--set", "base_width=8", "--set", "z_channels=8",
+                       "--set", "codebook_size=32", "--max-steps", "2", "--batch-size", "8", "--out-dir", str(out),
+                       "--eval-n", "0", "--sample-every", "0", "--tensorboard", "false", "--seed", "3"]) == 0
+        return load_file(out / "tokenizer" / "model.safetensors")
+
+    first, second = train(tmp_path / "a"), train(tmp_path / "b")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

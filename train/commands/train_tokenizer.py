@@ -63,6 +63,7 @@ def main(argv: list[str]) -> int:
     first.add_argument("--preset", default="shapes-tiny")
     args = build_parser(first.parse_known_args(argv)[0].preset).parse_args(argv)  # defaults follow the preset
     import torch
+    from accelerate.utils import set_seed
 
     from eval.judges import judge_for
     from eval.tokenizer_eval import evaluate_tokenizer
@@ -80,6 +81,9 @@ def main(argv: list[str]) -> int:
     val_set = build_dataset(args.dataset, "val", config.image_size)
     preview = torch.stack([val_set[i]["image"] for i in range(min(8, len(val_set)))])
 
+    # the initial weights are a function of --seed (torch's global RNG is not the same in every
+    # fresh process: some import seeds it), so the same command trains the same tokenizer
+    set_seed(train_config.seed)
     task = TokenizerTask(config, loss_config, preview=preview, schedule=dataclass_from_args(ScheduleConfig, args))
     trainer = Trainer(task, train_set, train_config)
     logs = trainer.fit()
