@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import time
@@ -36,6 +35,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import is_main_process, world_size
 from .options import add_dataclass_options, dataclass_from_args
 
 HELP = "train every generator family on one tokenizer's tokens with one budget; sample, judge, time, report"
@@ -102,16 +102,8 @@ class _Stages:
 
     def __call__(self, title: str) -> None:
         self.k += 1
-        if _is_main_process():
+        if is_main_process():
             print(f"[compare {self.k}/{self.total}] {title}", flush=True)
-
-
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def main(argv: list[str]) -> int:
@@ -135,7 +127,7 @@ def run(args: argparse.Namespace, argv: list[str], extra_report: list[str] = (),
     stage(f"inputs: tokens {args.tokens} ({plan.source}, spec {plan.spec}); sampling steps: "
           + "; ".join(f"{f} {_steps_text(plan.steps[f])}" for f in plan.families))
     training = {family: _train_or_load(args, family, plan, stage) for family in plan.families}
-    if not _is_main_process():
+    if not is_main_process():
         return None
     results = _evaluate(args, argv, plan, training, stage)
     results.update(extra_results or {})
@@ -295,7 +287,7 @@ def _train_or_load(args, family: str, plan: Plan, stage) -> dict:
     else:
         stage(f"train {family}: size {args.size}, condition {args.condition}, {_budget_text(args)}, "
               f"precision {args.mixed_precision} -> {run_dir}")
-        if args.retrain and _world_size() == 1:
+        if args.retrain and world_size() == 1:
             shutil.rmtree(run_dir, ignore_errors=True)
         try:
             train_generator.main(argv + (["--resume", "none"] if args.retrain else []))
@@ -304,9 +296,9 @@ def _train_or_load(args, family: str, plan: Plan, stage) -> dict:
                 raise
             hint = "; or pass --retrain to train it afresh" if "resume it with the same flags" in e.code else ""
             raise SystemExit(f"{e.code} (training {family} in {run_dir}){hint}") from None
-        if _is_main_process():
+        if is_main_process():
             record.write_text(json.dumps({"argv": argv}, indent=2))
-    if not _is_main_process():
+    if not is_main_process():
         return {}
     done = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else {}
     return {"run": str(run_dir), "loaded": finished, "steps": done.get("steps"), "minutes": done.get("minutes"),
@@ -469,7 +461,7 @@ def _sample(generator, rows: dict, sampling, args, desc: str):
     chunks = []
     _sync(device)
     start = time.perf_counter()
-    with tqdm(total=n, desc=f"sampling {desc}", unit="img", disable=not _is_main_process()) as bar:
+    with tqdm(total=n, desc=f"sampling {desc}", unit="img", disable=not is_main_process()) as bar:
         for i, lo in enumerate(range(0, n, batch)):
             hi = min(n, lo + batch)
             with _autocast(args, device):
@@ -499,7 +491,7 @@ def _likelihood(generator, split, args) -> tuple[float | None, str | None]:
     g = torch.Generator(device=device).manual_seed(args.seed)
     total = 0.0
     for lo in tqdm(range(0, n, batch), desc=f"{generator.family}: {'ELBO' if kind == 'elbo' else 'NLL'}",
-                   unit="batch", disable=not _is_main_process()):
+                   unit="batch", disable=not is_main_process()):
         hi = min(n, lo + batch)
         tokens = [s[lo:hi].to(device) for s in split.scales]
         cond = {k: v[lo:hi].to(device) for k, v in rows.items()} or None
@@ -512,14 +504,9 @@ def _likelihood(generator, split, args) -> tuple[float | None, str | None]:
 # ---------------------------------------------------------------------------- images and features
 
 def _decoded(tokenizer, maps, batch: int):
-    """Decoded images (CPU float32), batch by batch."""
-    import torch
+    from ..tasks.generator import decode_tokens
 
-    device = next(tokenizer.parameters()).device
-    n = len(maps[0])
-    with torch.no_grad():
-        for lo in range(0, n, batch):
-            yield tokenizer.decode([m[lo:lo + batch].to(device) for m in maps]).float().clamp(0, 1).cpu()
+    return decode_tokens(tokenizer, maps, batch)
 
 
 def _real_batches(dataset, n: int, batch: int):

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import is_main_process, world_size
+
 HELP = "run the main job on the embedded data: tokenizer, tokens, four generators compared (report.md)"
 
 
@@ -92,7 +94,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"seconds": {}}
     grids: dict = {}
-    main_process = _is_main_process()
+    main_process = is_main_process()
     total = 5
 
     if main_process:   # quick and single-process: only the main process writes the grids and measures the judges
@@ -173,7 +175,7 @@ def _tokenizer(args, out: Path) -> str:
     from . import train_tokenizer
 
     run = out / "tokenizer-run"
-    if _is_main_process():
+    if is_main_process():
         shutil.rmtree(run, ignore_errors=True)   # a demo always starts from scratch
     train_tokenizer.main(["--preset", args.tokenizer_preset, "--max-minutes", str(args.tokenizer_minutes),
                           "--mixed-precision", args.tokenizer_precision, "--out-dir", str(run),
@@ -208,17 +210,9 @@ def _compare_argv(args, tokenizer: str, tokens: Path) -> list[str]:
 
 # ---------------------------------------------------------------------------- processes
 
-def _is_main_process() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _wait_for_everyone() -> None:
     """Under `accelerate launch`: the others wait here while the main process extracts the tokens."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world_size() > 1:
         from accelerate.state import PartialState
 
         PartialState().wait_for_everyone()

@@ -23,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+from . import is_main_process
 from .options import add_dataclass_options, dataclass_from_args, parse_overrides
 
 TEXT_TOKENIZER = "text-tokenizer.json"
@@ -158,17 +159,11 @@ def _record_run(args, generator, out_dir: str, resuming: bool) -> None:
         if before["family"] != record["family"] or changed:
             raise ValueError(f"{out} holds a {before['family']!r} run with other settings ({changed or 'family'}); "
                              "resume it with the same flags, or train into a new --out-dir (or --resume none)")
-    if _is_main_process():
+    if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps(record, indent=2))
         if generator.text_tokenizer is not None:
             generator.text_tokenizer.save(str(out / TEXT_TOKENIZER))
-
-
-def _is_main_process() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def judged_evaluation(generator, tokenizer, split, source: str, n: int, sampling, seed: int,
@@ -179,7 +174,7 @@ def judged_evaluation(generator, tokenizer, split, source: str, n: int, sampling
 
     from eval.judges import judge_for
 
-    from ..tasks.generator import condition_rows, sample_tokens
+    from ..tasks.generator import condition_rows, decode_tokens, sample_tokens
 
     n = min(n, len(split))
     image_size = generator.spec.image_size
@@ -195,9 +190,7 @@ def judged_evaluation(generator, tokenizer, split, source: str, n: int, sampling
         result["judge"] = None
         result["why"] = f"no embedded judge reads {source!r} images"
         return result
-    device = next(tokenizer.parameters()).device
-    decode = lambda ms: torch.cat([tokenizer.decode([m[lo:lo + batch_size].to(device) for m in ms]).float().cpu()
-                                   for lo in range(0, n, batch_size)])  # noqa: E731
+    decode = lambda ms: torch.cat(list(decode_tokens(tokenizer, ms, batch_size)))  # noqa: E731
     targets = list(split.captions[:n]) if judge.condition == "caption" else split.labels[:n]
     result["judge"] = judge.score(decode(maps), targets)
     result["reference"] = judge.score(decode([s[:n] for s in split.scales]), targets)

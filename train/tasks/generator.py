@@ -132,6 +132,15 @@ def condition_titles(rows: dict[str, Tensor], captions: list[str], n: int) -> li
 
 
 @torch.no_grad()
+def decode_tokens(tokenizer, maps: list[Tensor], batch_size: int):
+    """Token maps (one tensor per scale, N rows) decoded batch by batch: yields (B, 3, H, W)
+    float32 CPU images in [0, 1]."""
+    device = next(tokenizer.parameters()).device
+    with torch.no_grad():
+        for lo in range(0, len(maps[0]), batch_size):
+            yield tokenizer.decode([m[lo:lo + batch_size].to(device) for m in maps]).float().cpu()
+
+
 def sample_tokens(generator, rows: dict[str, Tensor], n: int, sampling: SampleConfig, seed: int,
                   batch_size: int = 64) -> list[Tensor]:
     """n token maps per scale for the condition `rows` (n rows, or {} for unconditional), drawn in
