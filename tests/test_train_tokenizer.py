@@ -117,6 +117,23 @@ def test_command_line_trains_saves_evaluates_and_extracts(tmp_path):
     assert all(torch.equal(a[0], b) for a, b in zip(again, ds[3]["tokens"]))
     with pytest.raises(FileNotFoundError, match="no 'val' split"):
         TokenDataset(tokens, "val")
+    assert (ds.source, ds.dataset_options) == ("shapes", {})
+
+    # Dataset options travel with the tokens, so the generator side judges the same data.
+    two = subprocess.run(common + ["extract-tokens", "--tokenizer", str(run / "tokenizer"), "--out", str(tokens),
+                                   "--limit", "4", "--splits", "val", "--num-objects", "2"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert two.returncode != 0 and "not 'shapes' with {'num_objects': 2}" in two.stderr, two.stderr[-2000:]
+    assert not (tokens / "val.safetensors").exists()  # refused before anything was written
+    two = subprocess.run(common + ["extract-tokens", "--tokenizer", str(run / "tokenizer"), "--out",
+                                   str(tmp_path / "two"), "--limit", "4", "--splits", "val", "--num-objects", "2"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    ds2 = TokenDataset(tmp_path / "two", "val")
+    assert ds2.dataset_options == {"num_objects": 2}
+    assert ds2[1]["caption"] == ShapesDataset("val", num_objects=2)[1]["caption"] != ShapesDataset("val")[1]["caption"]
+    from eval.judges import judge_for
+    assert judge_for(ds2.source, 32, ds2.dataset_options).num_objects == 2
 
 
 def test_the_same_seed_trains_the_same_tokenizer(tmp_path):

@@ -246,9 +246,7 @@ class Trainer:
         for module in self.modules.values():
             module.train()
         stopped = "max_steps"
-        # redraw often on a terminal, rarely into a log file (CI, nohup), so logs stay readable
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0, disable=not acc.is_main_process)
+        bar = self._progress_bar()
         batches = self._micro_batches()
         try:
             if self.step < cfg.max_steps and self._any_process(self._time_is_up())[0]:
@@ -256,7 +254,7 @@ class Trainer:
             while self.step < cfg.max_steps and stopped != "max_minutes":
                 time_up = self._train_step(batches)
                 self.step += 1
-                bar.update(1)
+                self._advance(bar)
                 stopped = "max_minutes" if time_up else stopped
                 self._after_step(bar, last=time_up or self.step >= cfg.max_steps)
             self._finish()
@@ -268,6 +266,25 @@ class Trainer:
                 acc.unwrap_model(module, keep_fp32_wrapper=False)
         return {**self.last_logs, "step": self.step, "stopped": stopped, "checkpoint": str(self.checkpoint),
                 "nonfinite_steps": self.nonfinite_total, "minutes": self._elapsed() / 60}
+
+    def _progress_bar(self) -> tqdm:
+        """Steps out of max_steps; or, under a time budget, seconds out of max_minutes (a steps bar
+        would show the max_steps total and an ETA that means nothing), with the step in the postfix."""
+        cfg = self.config
+        # redraw often on a terminal, rarely into a log file (CI, nohup), so logs stay readable
+        common = dict(desc="train", dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0,
+                      disable=not self.accelerator.is_main_process)
+        if cfg.max_minutes > 0:
+            return tqdm(total=round(cfg.max_minutes * 60), initial=min(self._elapsed(), cfg.max_minutes * 60),
+                        unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total} s [{elapsed}<{remaining}{postfix}]",
+                        **common)
+        return tqdm(total=cfg.max_steps, initial=self.step, **common)
+
+    def _advance(self, bar: tqdm) -> None:
+        if self.config.max_minutes > 0:
+            bar.update(min(self._elapsed(), bar.total) - bar.n)
+        else:
+            bar.update(1)
 
     def _after_step(self, bar, last: bool) -> None:
         cfg, step = self.config, self.step
@@ -425,7 +442,8 @@ class Trainer:
         self.last_logs = values
         self._write_logs(values)
         hidden = ("lr/", "grad_norm/", "epoch", "minutes", "nonfinite_steps")
-        shown = {k.removeprefix("loss/"): f"{v:.4g}" for k, v in values.items() if not k.startswith(hidden)}
+        shown = {"step": str(self.step)} if self.config.max_minutes > 0 else {}
+        shown.update({k.removeprefix("loss/"): f"{v:.4g}" for k, v in values.items() if not k.startswith(hidden)})
         bar.set_postfix(shown, refresh=False)
 
     def _write_logs(self, values: dict) -> None:

@@ -148,6 +148,7 @@ class Plan:
     runs: Path                                # <runs>/<family> are the run folders
     spec: dict                                # the tokenizer spec of the tokens
     source: str                               # the dataset the tokens came from
+    dataset_options: dict                     # and its options (num_objects), as extract-tokens recorded them
 
 
 def _plan(args) -> Plan:
@@ -178,20 +179,22 @@ def _plan(args) -> Plan:
                              f"lower {what} or extract more {split} items")
     tokenizer = VQTokenizer.from_pretrained(args.tokenizer)
     check_same_spec(val.spec, tokenizer, f"the token folder {args.tokens}")
-    source = val.meta.get("source", "")
-    _check_source(source, tokenizer.spec.image_size, val, args.tokens, args.n)
+    _check_source(val, tokenizer.spec.image_size, args.tokens, args.n)
     return Plan(families=families, steps=_sample_steps(args.sample_steps, families),
                 overrides=_overrides(args.set, families), train_flags=shlex.split(args.train_flags),
-                runs=Path(args.runs) if args.runs else Path(args.out) / "runs", spec=val.spec, source=source)
+                runs=Path(args.runs) if args.runs else Path(args.out) / "runs", spec=val.spec, source=val.source,
+                dataset_options=val.dataset_options)
 
 
-def _check_source(source: str, image_size: int, split, tokens: str, n: int, m: int = 16) -> None:
-    """The real images come from the dataset itself: its first items must be the token folder's,
-    and its val and test splits must hold n images each."""
+def _check_source(split, image_size: int, tokens: str, n: int, m: int = 16) -> None:
+    """The real images come from the dataset itself (with the options the tokens were extracted
+    with): its first items must be the token folder's, and its val and test splits must hold n
+    images each."""
     from train.data import build_dataset
 
-    ds = build_dataset(source, "val", image_size)
-    for name, size in (("val", len(ds)), ("test", len(build_dataset(source, "test", image_size)))):
+    source, options = split.source, split.dataset_options
+    ds = build_dataset(source, "val", image_size, **options)
+    for name, size in (("val", len(ds)), ("test", len(build_dataset(source, "test", image_size, **options)))):
         if size < n:
             raise ValueError(f"--n {n} needs {n} real {name} images but {source!r} has {size}: lower --n")
     m = min(m, len(split), len(ds))
@@ -352,11 +355,11 @@ def _references(args, plan: Plan, tokenizer, val, device) -> Reference:
     from train.data import build_dataset
 
     n, size, batch = args.n, tokenizer.spec.image_size, args.sample_batch_size
-    judge = judge_for(plan.source, size)
+    judge = judge_for(plan.source, size, plan.dataset_options)
     extractor, feature_space = _extractor(judge, device)
     targets = _targets(judge, val, n)
     titles = [c or f"class {int(y)}" for c, y in zip(val.captions[:n], val.labels[:n])]   # what the items show
-    real = lambda split: _real_batches(build_dataset(plan.source, split, size), n, batch)   # noqa: E731
+    real = lambda split: _real_batches(build_dataset(plan.source, split, size, **plan.dataset_options), n, batch)   # noqa: E731
     _, real_features, _ = judge_and_features(((x, None) for x in real("test")), None, extractor)
     rows = []
     decoded = _decoded(tokenizer, [s[:n] for s in val.scales], batch)

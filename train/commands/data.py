@@ -5,15 +5,16 @@ import argparse
 import json
 from pathlib import Path
 
+from .options import add_dataset_arguments, dataset_options
+
 HELP = "preview a dataset: write a captioned image grid and print its size and classes"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tokgen data", description=HELP)
-    p.add_argument("--dataset", default="shapes", help="shapes | digits | photos | folder:PATH | hf:NAME_OR_PATH")
+    add_dataset_arguments(p)
     p.add_argument("--split", default="train", choices=("train", "val", "test"))
     p.add_argument("--image-size", type=int, default=None, help="pixels (default: the dataset's own)")
-    p.add_argument("--num-objects", type=int, default=None, help="shapes only: 1 or 2 objects per image")
     p.add_argument("--n", type=int, default=32, help="how many items to show")
     p.add_argument("--out", default="tokgen-out/data.png", help="where to write the grid PNG")
     return p
@@ -26,8 +27,7 @@ def main(argv: list[str]) -> int:
     from eval.visualize import save_captioned_grid
     from train.data import build_dataset
 
-    options = {"num_objects": args.num_objects} if args.num_objects else {}
-    ds = build_dataset(args.dataset, args.split, args.image_size, **options)
+    ds = build_dataset(args.dataset, args.split, args.image_size, **dataset_options(args))
     n = min(args.n, len(ds))
     items = [ds[i] for i in range(n)]
     images = torch.stack([it["image"] for it in items])

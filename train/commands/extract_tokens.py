@@ -2,11 +2,17 @@
 (with labels and captions) to disk, so generators train on tokens, not pixels.
 
     tokgen extract-tokens --tokenizer runs/tokenizer/tokenizer --dataset shapes --out runs/tokens-shapes
+    tokgen extract-tokens --tokenizer runs/tokenizer/tokenizer --num-objects 2 --out runs/tokens-two
+
+meta.json records the dataset and its options, so that generator training and `tokgen compare`
+judge samples with the judge of the same data (a two-object judge for two-object tokens).
 """
 from __future__ import annotations
 
 import argparse
 import json
+
+from .options import add_dataset_arguments, dataset_options
 
 HELP = "encode a dataset with a trained tokenizer and write its tokens, labels and captions"
 
@@ -14,7 +20,7 @@ HELP = "encode a dataset with a trained tokenizer and write its tokens, labels a
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tokgen extract-tokens", description=HELP)
     p.add_argument("--tokenizer", required=True, help="a folder written by train-tokenizer (…/tokenizer)")
-    p.add_argument("--dataset", default="shapes", help="shapes | digits | photos | folder:PATH | hf:NAME_OR_PATH")
+    add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="token folder to write")
     p.add_argument("--splits", default="train,val,test", help="comma-separated splits")
     p.add_argument("--limit", type=int, default=0, help="at most this many items per split (0 = all)")
@@ -36,13 +42,18 @@ def main(argv: list[str]) -> int:
 
     from tokenizers_vq import VQTokenizer
     from train.data import build_dataset
-    from train.data.tokens import write_token_split
+    from train.data.tokens import check_token_folder, write_token_split
 
     tokenizer = VQTokenizer.from_pretrained(args.tokenizer, device=args.device).eval()
     spec = tokenizer.spec
+    options = dataset_options(args)
+    try:
+        check_token_folder(args.out, spec.to_dict(), args.dataset, options)  # before any encoding
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     summary = {}
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
-        ds = build_dataset(args.dataset, split, spec.image_size)
+        ds = build_dataset(args.dataset, split, spec.image_size, **options)
         n = min(len(ds), args.limit) if args.limit else len(ds)
         scales: list[list[torch.Tensor]] = [[] for _ in spec.scales]
         labels, captions = [], []
@@ -54,7 +65,7 @@ def main(argv: list[str]) -> int:
             labels += [it["label"] for it in items]
             captions += [it["caption"] for it in items]
         write_token_split(args.out, split, [torch.cat(s) for s in scales], torch.tensor(labels), captions,
-                          spec.to_dict(), args.dataset)
+                          spec.to_dict(), args.dataset, options)
         summary[split] = n
     print(json.dumps({"out": args.out, "items": summary, "spec": spec.to_dict()}, indent=2))
     return 0

@@ -71,3 +71,19 @@ def _parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+DATASET_HELP = "shapes | digits | photos | folder:PATH | hf:NAME_OR_PATH"
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, default: str = "shapes") -> None:
+    """--dataset and the dataset's own options (today: --num-objects of shapes)."""
+    parser.add_argument("--dataset", default=default, help=DATASET_HELP)
+    parser.add_argument("--num-objects", type=int, default=None,
+                        help="shapes only: 1 or 2 objects per image (default: the dataset's 1)")
+
+
+def dataset_options(args: argparse.Namespace) -> dict:
+    """The options `build_dataset` and `judge_for` take, from `add_dataset_arguments`' flags; token
+    folders record them, so generator training judges its samples with the judge of the same data."""
+    return {"num_objects": args.num_objects} if args.num_objects else {}

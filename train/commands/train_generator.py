@@ -108,7 +108,7 @@ def main(argv: list[str]) -> int:
         model = trainer.unwrap("generator").generator
         model.save_pretrained(out / "generator")
         if args.eval_n and tokenizer is not None and val is not None:
-            result["eval"] = judged_evaluation(model, tokenizer, val, train.meta.get("source", ""), args.eval_n,
+            result["eval"] = judged_evaluation(model, tokenizer, val, args.eval_n,
                                                sampling, train_config.seed)
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
@@ -166,7 +166,7 @@ def _record_run(args, generator, out_dir: str, resuming: bool) -> None:
             generator.text_tokenizer.save(str(out / TEXT_TOKENIZER))
 
 
-def judged_evaluation(generator, tokenizer, split, source: str, n: int, sampling, seed: int,
+def judged_evaluation(generator, tokenizer, split, n: int, sampling, seed: int,
                       batch_size: int = 64) -> dict:
     """n samples for the first n conditions of `split`, decoded and scored by the dataset's judge;
     the same judge on the decoded real tokens of those items is the tokenizer's ceiling."""
@@ -178,7 +178,8 @@ def judged_evaluation(generator, tokenizer, split, source: str, n: int, sampling
 
     n = min(n, len(split))
     image_size = generator.spec.image_size
-    judge = judge_for(source, image_size)
+    source = split.source
+    judge = judge_for(source, image_size, split.dataset_options)
     rows = condition_rows(generator, split.labels[:n], list(split.captions[:n]))
     start = time.perf_counter()
     maps = sample_tokens(generator, rows, n, sampling, seed, batch_size)

@@ -2,7 +2,8 @@
 
 Layout of a token folder (written by `tokgen extract-tokens`, read by `TokenDataset`):
 
-    meta.json                 the tokenizer spec, the source dataset, the item counts per split
+    meta.json                 the tokenizer spec, the source dataset and its options (e.g. num_objects),
+                              the item counts per split
     {split}.safetensors       scale_{k}: (N, s_k, s_k) token maps (int16 when the codebook fits,
                               else int32), label: (N,) int64
     {split}-captions.json     N captions (a list of strings)
@@ -21,22 +22,34 @@ from torch.utils.data import Dataset
 
 
 def write_token_split(folder: str | os.PathLike, split: str, tokens: list[torch.Tensor], labels: torch.Tensor,
-                      captions: list[str], spec: dict, source: str) -> None:
+                      captions: list[str], spec: dict, source: str, dataset_options: dict | None = None) -> None:
     folder = Path(folder)
+    options = dict(dataset_options or {})
+    meta = check_token_folder(folder, spec, source, options)  # before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     dtype = torch.int16 if spec["codebook_size"] <= 2**15 else torch.int32
     tensors = {f"scale_{k}": t.to(dtype).contiguous() for k, t in enumerate(tokens)}
     tensors["label"] = labels.long().contiguous()
     _atomic(folder / f"{split}.safetensors", lambda p: save_file(tensors, str(p)))
     _atomic(folder / f"{split}-captions.json", lambda p: p.write_text(json.dumps(captions)))
-    meta_path = folder / "meta.json"
+    meta.update({"spec": spec, "source": source, "dataset_options": options})
+    meta.setdefault("splits", {})[split] = len(labels)
+    _atomic(folder / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
+
+
+def check_token_folder(folder: str | os.PathLike, spec: dict, source: str, dataset_options: dict) -> dict:
+    """The folder's meta.json ({} for a new folder) if new splits of this tokenizer and dataset may
+    join it; a ValueError naming the difference if it holds tokens of another tokenizer or data."""
+    meta_path = Path(folder) / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if meta and meta.get("spec") != spec:
         raise ValueError(f"{folder} holds tokens of another tokenizer (spec {meta.get('spec')}); "
                          "write to a new folder")
-    meta.update({"spec": spec, "source": source})
-    meta.setdefault("splits", {})[split] = len(labels)
-    _atomic(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    if meta and (meta.get("source"), meta.get("dataset_options", {})) != (source, dataset_options):
+        raise ValueError(f"{folder} holds tokens of {meta.get('source')!r} with options "
+                         f"{meta.get('dataset_options', {})}, not {source!r} with {dataset_options}; "
+                         "write to a new folder")
+    return meta
 
 
 class TokenDataset(Dataset):
@@ -53,6 +66,8 @@ class TokenDataset(Dataset):
                                     f"extract it with `tokgen extract-tokens --splits {split}`")
         data = load_file(str(data_path))
         self.spec = self.meta["spec"]
+        self.source = self.meta.get("source", "")                    # the dataset the images came from
+        self.dataset_options = self.meta.get("dataset_options", {})  # and its options, e.g. num_objects
         self.scales = [data[f"scale_{k}"].long() for k in range(len(self.spec["scales"]))]
         self.labels = data["label"]
         self.captions = json.loads((folder / f"{split}-captions.json").read_text())
