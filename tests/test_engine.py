@@ -102,6 +102,13 @@ def test_max_minutes_stops_and_checkpoints(tmp_path):
     assert again.fit()["step"] == logs["step"]
 
 
+def test_under_a_time_budget_the_bar_counts_seconds_and_shows_the_step(tmp_path, capfd):
+    task = ToyTask(dropout=0.0, noise=False, sleep=0.02)
+    logs = trainer_for(tmp_path, 100_000, task=task, max_minutes=2 / 60).fit()
+    bar = capfd.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    assert "/2 s [" in bar and f"step={logs['step']}" in bar, bar  # not 'n/100000' with a meaningless ETA
+
+
 def test_hooks_see_ema_weights_and_do_not_change_training(tmp_path):
     plain = trainer_for(tmp_path / "plain", 6, task=ToyTask(), ema_decay=0.5)
     plain.fit()

@@ -275,8 +275,8 @@ class Trainer:
         common = dict(desc="train", dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0,
                       disable=not self.accelerator.is_main_process)
         if cfg.max_minutes > 0:
-            return tqdm(total=round(cfg.max_minutes * 60), initial=min(self._elapsed(), cfg.max_minutes * 60),
-                        unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total} s [{elapsed}<{remaining}{postfix}]",
+            return tqdm(total=cfg.max_minutes * 60, initial=min(self._elapsed(), cfg.max_minutes * 60),
+                        unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
                         **common)
         return tqdm(total=cfg.max_steps, initial=self.step, **common)
 
