@@ -8,7 +8,7 @@ model.  The results dict:
      "quality_key": "caption_match",          # the judged figure plotted against time
      "rows": [{"kind": "generator" | "floor" | "ceiling", "label": str, "family": str | None,
                "steps": int | None, "nfe_per_image": float | None, "seconds_per_image": float | None,
-               "judge": {name: accuracy in [0, 1]} | None, "fd": float, "kid": float, "kid_std": float,
+               "judge": {name: accuracy in [0, 1]} | None, "fd": float, "kid": float, "kid_std": float | None,
                "precision": float, "recall": float, "nll_bits": float | None,
                "nll_kind": "exact" | "elbo" | None, "train_steps": int | None, "grid": str | None}, ...],
      ...}                                      # anything else is kept in results.json as is
@@ -368,13 +368,17 @@ def judge_and_features(batches, judge=None, extractor=None, keep: int = 0):
 def distribution_metrics(fake, real, *, seed: int = 0, kid_subset: int = 1000, kid_subsets: int = 100,
                          k: int = 3) -> dict[str, float]:
     """Frechet distance, KID (mean and std over subsets) and improved precision/recall of the
-    `fake` features against the `real` ones (eval/metrics.py); None for each without features."""
+    `fake` features against the `real` ones (eval/metrics.py); None for each without features.
+    When one subset holds both whole sets (N <= kid_subset), every subset is the same and the KID
+    is one MMD: its std would be a meaningless 0, so it is None."""
     if fake is None or real is None:
         return {"fd": None, "kid": None, "kid_std": None, "precision": None, "recall": None}
     from .metrics import frechet_distance, kernel_inception_distance, precision_recall
 
-    kid, kid_std = kernel_inception_distance(fake, real, subset_size=min(kid_subset, len(fake), len(real)),
-                                             subsets=kid_subsets, seed=seed)
+    size = min(kid_subset, len(fake), len(real))
+    whole = size == len(fake) == len(real)
+    kid, kid_std = kernel_inception_distance(fake, real, subset_size=size, subsets=1 if whole else kid_subsets,
+                                             seed=seed)
     precision, recall = precision_recall(real, fake, k=k)
-    return {"fd": frechet_distance(fake, real), "kid": kid, "kid_std": kid_std, "precision": precision,
-            "recall": recall}
+    return {"fd": frechet_distance(fake, real), "kid": kid, "kid_std": None if whole else kid_std,
+            "precision": precision, "recall": recall}

@@ -106,6 +106,10 @@ def test_metrics_of_an_image_set_stream_batches():
     same = distribution_metrics(feats, feats)
     assert same["fd"] == pytest.approx(0, abs=1e-6) and same["precision"] == same["recall"] == 1.0
     assert distribution_metrics(None, feats)["fd"] is None
+    # one subset holding both whole sets: a single MMD, and no std to report (it would be 0)
+    assert same["kid_std"] is None
+    sub = distribution_metrics(feats, feats, kid_subset=5, kid_subsets=20)
+    assert sub["kid_std"] > 0  # subsets of 5 out of 10 differ from draw to draw
 
 
 # ---------------------------------------------------------------------------- end to end

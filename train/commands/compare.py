@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -293,7 +294,9 @@ def _train_or_load(args, family: str, plan: Plan, stage) -> dict:
         if args.retrain and world_size() == 1:
             shutil.rmtree(run_dir, ignore_errors=True)
         try:
-            train_generator.main(argv + (["--resume", "none"] if args.retrain else []))
+            # its eval.json and the report say what its stdout would (a JSON dump per family)
+            with open(os.devnull, "w") as quiet, redirect_stdout(quiet):
+                train_generator.main(argv + (["--resume", "none"] if args.retrain else []))
         except SystemExit as e:
             if not isinstance(e.code, str):
                 raise
