@@ -48,7 +48,6 @@ class TokenizerConfig:
     # msvq (VAR) options
     phi_count: int = 4                        # phi convs shared across scales, picked by relative scale position
     phi_ratio: float = 0.5                    # r in h = (1 - r) h + r conv(h); 0 turns phi off
-    msvq_commit_every_scale: bool = True      # commitment to every partial sum f_hat_k (VAR); False = the last only
     # fsq options
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # levels per dim (each >= 3); codebook = product
     # lfq options

@@ -100,15 +100,11 @@ class MultiScaleVQ(Quantizer):
         kmeans_iters: int = 10,
         threshold_ema_dead_code: float = 2.0,
         commitment_weight: float = 0.25,
-        commit_every_scale: bool = True,
         sync_codebook: bool | None = None,
     ):
         super().__init__()
         self.dim, self.codebook_size, self.scales = dim, codebook_size, list(scales)
         self.commitment_weight = commitment_weight
-        # VAR commits the encoder to every partial sum f_hat_k; False: only to the last one (an
-        # ablation, README "The tokenizer": the coarse sums pull towards a low-frequency latent)
-        self.commit_every_scale = commit_every_scale
         # The input of each lookup is detached (VAR's f_no_grad), so VectorQuantize's own loss only
         # trains its input projection (codebook_dim) and, when learnable, the codes.
         self.vq = vector_quantize(
@@ -128,8 +124,7 @@ class MultiScaleVQ(Quantizer):
             learnable_codebook=cfg.learnable_codebook, ema_decay=cfg.ema_decay,
             kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters,
             threshold_ema_dead_code=cfg.threshold_ema_dead_code,
-            commitment_weight=cfg.commitment_weight, commit_every_scale=cfg.msvq_commit_every_scale,
-            sync_codebook=cfg.sync_codebook,
+            commitment_weight=cfg.commitment_weight, sync_codebook=cfg.sync_codebook,
         )
 
     # ------------------------------------------------------------ the steps VAR needs
@@ -182,10 +177,7 @@ class MultiScaleVQ(Quantizer):
                 f_hat = f_hat + h_k
                 rest = rest - h_k.detach()
                 loss = loss + vq_loss + F.mse_loss(f_hat, f_nograd)
-                if self.commit_every_scale:
-                    loss = loss + self.commitment_weight * F.mse_loss(f_hat.detach(), f)
-                elif k == num_scales - 1:  # beta on the last sum alone, after the mean over scales
-                    loss = loss + num_scales * self.commitment_weight * F.mse_loss(f_hat.detach(), f)
+                loss = loss + self.commitment_weight * F.mse_loss(f_hat.detach(), f)
                 indices.append(ids)
                 stats[f"usage/{s}x{s}"], stats[f"perplexity/{s}x{s}"] = codebook_stats(ids, self.codebook_size)
             stats["usage"], stats["perplexity"] = codebook_stats(
