@@ -75,6 +75,19 @@ def test_msvq_straight_through_is_identity_for_the_encoder():
     torch.testing.assert_close(z.grad, g)
 
 
+def test_msvq_commitment_pulls_the_encoder_to_every_partial_sum():
+    """The encoder's gradient from the quantizer loss is VAR's beta * mean_k d||f - f_hat_k||^2 / df
+    (committing to the last sum alone was measured to break training: README, "The tokenizer")."""
+    beta = 0.25
+    q = MultiScaleVQ(8, 32, [1, 2, 4], kmeans_init=False, commitment_weight=beta).eval()
+    z = latents().requires_grad_(True)
+    out = q(z)
+    out.loss.backward()
+    with torch.no_grad():
+        sums = torch.cumsum(torch.stack([q.upsample_and_refine(q.lookup(ids), k) for k, ids in enumerate(out.indices)]), 0)
+    torch.testing.assert_close(z.grad, beta * torch.stack([2 * (z - s) / z.numel() for s in sums]).mean(0))
+
+
 def test_msvq_phi_learns_from_the_vq_loss():
     q = MultiScaleVQ(8, 32, [1, 2, 4], kmeans_init=False)
     q(latents()).loss.backward()
