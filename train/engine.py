@@ -254,7 +254,7 @@ class Trainer:
             while self.step < cfg.max_steps and stopped != "max_minutes":
                 time_up = self._train_step(batches)
                 self.step += 1
-                self._advance(bar)
+                bar.update(self._progress() - bar.n)
                 stopped = "max_minutes" if time_up else stopped
                 self._after_step(bar, last=time_up or self.step >= cfg.max_steps)
             self._finish()
@@ -275,16 +275,14 @@ class Trainer:
         common = dict(desc="train", dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0,
                       disable=not self.accelerator.is_main_process)
         if cfg.max_minutes > 0:
-            return tqdm(total=cfg.max_minutes * 60, initial=min(self._elapsed(), cfg.max_minutes * 60),
-                        unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
-                        **common)
-        return tqdm(total=cfg.max_steps, initial=self.step, **common)
+            return tqdm(total=cfg.max_minutes * 60, initial=self._progress(), unit="s",
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]", **common)
+        return tqdm(total=cfg.max_steps, initial=self._progress(), **common)
 
-    def _advance(self, bar: tqdm) -> None:
-        if self.config.max_minutes > 0:
-            bar.update(min(self._elapsed(), bar.total) - bar.n)
-        else:
-            bar.update(1)
+    def _progress(self) -> float:
+        """Where the bar stands: seconds of the time budget spent, or steps done without one."""
+        budget = self.config.max_minutes * 60
+        return min(self._elapsed(), budget) if budget > 0 else self.step
 
     def _after_step(self, bar, last: bool) -> None:
         cfg, step = self.config, self.step

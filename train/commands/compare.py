@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import time
-from contextlib import nullcontext, redirect_stdout
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,9 +293,7 @@ def _train_or_load(args, family: str, plan: Plan, stage) -> dict:
         if args.retrain and world_size() == 1:
             shutil.rmtree(run_dir, ignore_errors=True)
         try:
-            # its eval.json and the report say what its stdout would (a JSON dump per family)
-            with open(os.devnull, "w") as quiet, redirect_stdout(quiet):
-                train_generator.main(argv + (["--resume", "none"] if args.retrain else []))
+            train_generator.train(argv + (["--resume", "none"] if args.retrain else []))
         except SystemExit as e:
             if not isinstance(e.code, str):
                 raise
@@ -357,6 +354,8 @@ def _references(args, plan: Plan, tokenizer, val, device) -> Reference:
     from eval.judges import judge_for
     from train.data import build_dataset
 
+    from ..tasks.generator import decode_tokens
+
     n, size, batch = args.n, tokenizer.spec.image_size, args.sample_batch_size
     judge = judge_for(plan.source, size, plan.dataset_options)
     extractor, feature_space = _extractor(judge, device)
@@ -365,7 +364,7 @@ def _references(args, plan: Plan, tokenizer, val, device) -> Reference:
     real = lambda split: _real_batches(build_dataset(plan.source, split, size, **plan.dataset_options), n, batch)   # noqa: E731
     _, real_features, _ = judge_and_features(((x, None) for x in real("test")), None, extractor)
     rows = []
-    decoded = _decoded(tokenizer, [s[:n] for s in val.scales], batch)
+    decoded = decode_tokens(tokenizer, [s[:n] for s in val.scales], batch)
     sets = (("floor", "real vs real (floor)", "grid-real.png", real("val")),
             ("ceiling", "tokenizer ceiling", "grid-tokenizer.png", decoded))
     for kind, label, grid, images in sets:
@@ -385,7 +384,7 @@ def _evaluate_family(args, plan: Plan, family: str, tokenizer, val, test, ref: R
     from generators import load_generator
     from generators.sampling import guided
 
-    from ..tasks.generator import SampleConfig, attach_tokenizer, condition_rows
+    from ..tasks.generator import SampleConfig, attach_tokenizer, condition_rows, decode_tokens
 
     n, batch = args.n, args.sample_batch_size
     generator = load_generator(plan.runs / family / "generator", spec=tokenizer.spec, device=device)
@@ -401,7 +400,7 @@ def _evaluate_family(args, plan: Plan, family: str, tokenizer, val, test, ref: R
             maps, seconds = _sample(generator, rows_cond, sampling, args, f"{family} {steps or 'fixed'} steps")
         except ValueError as e:
             raise SystemExit(f"error: sampling {family} at {steps} steps: {e}") from None
-        batches = _with_targets(_decoded(tokenizer, maps, batch), ref.targets, batch)
+        batches = _with_targets(decode_tokens(tokenizer, maps, batch), ref.targets, batch)
         scores, feats, first = judge_and_features(batches, ref.judge, ref.extractor, keep=args.grid_n)
         per_pass = 2 if guided(settings["cfg_scale"]) else 1             # CFG: [cond; null] rows, 2 per step
         shown_steps = steps if steps is not None else (nfe / per_pass if nfe is not None else None)
@@ -508,12 +507,6 @@ def _likelihood(generator, split, args) -> tuple[float | None, str | None]:
 
 
 # ---------------------------------------------------------------------------- images and features
-
-def _decoded(tokenizer, maps, batch: int):
-    from ..tasks.generator import decode_tokens
-
-    return decode_tokens(tokenizer, maps, batch)
-
 
 def _real_batches(dataset, n: int, batch: int):
     import torch

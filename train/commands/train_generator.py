@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    result = train(argv)
+    if result is not None:
+        print(json.dumps(result, indent=2))
+        print(f"generator saved to {Path(result['run']) / 'generator'}; sample grids in "
+              f"{Path(result['run']) / 'samples'}")
+    return 0
+
+
+def train(argv: list[str]) -> dict | None:
+    """Train, save and judge one generator as `main` does, without printing: the result that
+    eval.json holds, on the main process (None on the others). `tokgen compare` calls this."""
     args = build_parser().parse_args(argv)
     from accelerate.utils import set_seed
 
@@ -98,10 +109,10 @@ def main(argv: list[str]) -> int:
     trainer = Trainer(task, task.dataset, train_config)
     logs = trainer.fit()
     if not trainer.is_main_process:
-        return 0
+        return None
 
     out = Path(train_config.out_dir)
-    result = {"family": args.family, "size": args.size, "condition": generator.config.condition,
+    result = {"run": str(out), "family": args.family, "size": args.size, "condition": generator.config.condition,
               "tokens": args.tokens, "steps": logs["step"], "minutes": logs["minutes"], "stopped": logs["stopped"],
               "logs": {k: v for k, v in logs.items() if isinstance(v, (int, float)) and k not in ("step", "minutes")}}
     with trainer.ema_weights("generator"):
@@ -111,9 +122,7 @@ def main(argv: list[str]) -> int:
             result["eval"] = judged_evaluation(model, tokenizer, val, args.eval_n,
                                                sampling, train_config.seed)
     (out / "eval.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    print(f"generator saved to {out / 'generator'}; sample grids in {out / 'samples'}")
-    return 0
+    return result
 
 
 def _load_inputs(args):

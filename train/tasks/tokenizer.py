@@ -30,8 +30,8 @@ class TokenizerTask(TrainTask):
     def __init__(self, config: TokenizerConfig, loss_config: LossConfig, preview: torch.Tensor | None = None,
                  disc_lr_ratio: float = 1.0, schedule: ScheduleConfig | None = None):
         self.config, self.loss_config = config, loss_config
-        # VQGAN trains at a constant rate, and so do the presets: a cosine over a 5-minute budget
-        # did not help the shapes tokenizers (README, "The tokenizer"); it is there for long runs
+        # VQGAN trains at a constant rate; the shapes presets add a warm-up (train-tokenizer's
+        # PRESET_TRAINING). A cosine over a 5-minute budget did not help them (README, "The tokenizer")
         self.schedule = schedule or ScheduleConfig(warmup_steps=0, lr_schedule="constant")
         self.schedule.validate()
         if config.sync_codebook is None:
