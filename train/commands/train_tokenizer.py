@@ -31,8 +31,9 @@ TRAIN_DEFAULTS = {"out_dir": "runs/tokenizer", "max_steps": 100_000, "save_every
 # use (one 5-minute single-scale run got out only at step ~2,500: 35% judged);
 # warmed up, three such seeds were past PSNR 21 by step 600 where the straight runs were at 16-19.
 # The weights' EMA (0.995, a horizon of ~200 steps) evens out where a constant-rate run happens to
-# stop (and the background tint that halved SSIM). The multi-scale preset still collapses hues in
-# some runs (README, "The tokenizer"). imagenet: VQGAN/LlamaGen-style settings for GPUs.
+# stop (and the background tint that halved SSIM). The shapes loss preset (L2 reconstruction,
+# tokenizers_vq/losses.py) fixes the multi-scale hue collapse. imagenet: VQGAN/LlamaGen-style
+# settings for GPUs.
 PRESET_TRAINING = {
     "shapes": {"batch_size": 32, "lr": 2e-3, "warmup_steps": 300, "ema_decay": 0.995},
     "imagenet": {"batch_size": 16, "lr": 1e-4, "mixed_precision": "bf16", "ema_decay": 0.999,
