@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer-preset", default="shapes-tiny-msvq",
                    help="tokenizer preset (multi-scale: VAR needs it)")
     t.add_argument("--tokenizer-minutes", type=float, default=5.0,
-                   help="wall-time budget of the tokenizer (5 minutes: 100%% judged on seeds 0 and 2; README)")
+                   help="wall-time budget of the tokenizer (5 minutes: 100%% judged on seeds 0-3 and in the demo; README)")
     t.add_argument("--tokenizer-eval-n", type=int, default=500,
                    help="test images reconstructed and judged after training")
     t.add_argument("--tokenizer-precision", default="no", choices=("no", "bf16", "fp16"),
