@@ -31,9 +31,11 @@ _SCHEDULES: dict[str, Callable[[Tensor], Tensor]] = {
 MASK_SCHEDULES = (*_SCHEDULES, "pow<p>", "log", "exp")
 
 
-def mask_ratio(schedule: str, r: Tensor | float, total: int | None = None) -> Tensor:
+def mask_ratio(schedule: str, r: Tensor | float, total: int | Tensor | None = None) -> Tensor:
     """gamma(r) for `schedule` in MASK_SCHEDULES ("pow2.5" = 1 - r^2.5); "log" and "exp" (MaskGIT's
-    -log2(r)/log2(N) and 1 - 2^(-log2(N)(1 - r))) need the token count `total`.  Clipped to [0, 1]."""
+    -log2(r)/log2(N) and 1 - 2^(-log2(N)(1 - r))) need the token count `total`: an int, or a tensor
+    of per-row counts (broadcast against r), as MaskGIT's `mask_schedule.schedule` takes
+    `total_unknown` per row.  Clipped to [0, 1]."""
     r = torch.as_tensor(r, dtype=torch.float64)
     if schedule in _SCHEDULES:
         out = _SCHEDULES[schedule](r)
@@ -43,9 +45,10 @@ def mask_ratio(schedule: str, r: Tensor | float, total: int | None = None) -> Te
         except ValueError:
             raise ValueError(f"a pow schedule needs an exponent, e.g. 'pow2' or 'pow0.5', got {schedule!r}") from None
     elif schedule in ("log", "exp"):
-        if not total or total < 2:
+        tot = None if total is None else torch.as_tensor(total, dtype=torch.float64)
+        if tot is None or tot.numel() == 0 or bool((tot < 2).any()):
             raise ValueError(f"the {schedule!r} schedule needs the token count `total` >= 2")
-        lg = math.log2(total)
+        lg = torch.log2(tot)
         out = -torch.log2(r.clamp_min(1e-12)) / lg if schedule == "log" else 1.0 - torch.exp2(-lg * (1.0 - r))
     else:
         raise ValueError(f"unknown mask schedule {schedule!r}: use one of {MASK_SCHEDULES}")
@@ -67,10 +70,14 @@ def num_masked_for_training(schedule: str, r: Tensor, total: int) -> Tensor:
 def num_masked_after_step(schedule: str, t: int, steps: int, unknown: Tensor, masked_now: Tensor) -> Tensor:
     """MaskGIT decoding: tokens left masked after step t (0-based) of `steps`:
     floor(N gamma((t+1)/T)) clamped to [1, masked_now - 1], and 0 after the last step.
-    `unknown` (B,) is N, the tokens unknown at the start; `masked_now` (B,) those masked before t."""
+    `unknown` (B,) is N, the tokens unknown at the start; `masked_now` (B,) those masked before t.
+    N is per row, also inside gamma for "log" / "exp" (which depend on N): MaskGIT's
+    `parallel_decode.decode` passes `unknown_number_in_the_beginning` (one count per row) to
+    `mask_schedule.schedule` and takes floor(that count * ratio) per row."""
     if t == steps - 1:
         return torch.zeros_like(masked_now)
-    ratio = float(mask_ratio(schedule, (t + 1) / steps, int(unknown.max())))
+    # Rows with N < 2 (log2(N) = 0) are decided by the clamp below whatever gamma is: use N = 2 there.
+    ratio = mask_ratio(schedule, (t + 1) / steps, unknown.detach().cpu().clamp_min(2)).to(unknown.device)
     n = torch.floor(unknown.double() * ratio).long()
     n = torch.maximum(torch.ones_like(n), torch.minimum(masked_now - 1, n))
     return torch.minimum(n, masked_now)     # nothing to unmask in a row that is already complete

@@ -8,8 +8,9 @@ With f = E(x), rest = f, f_hat = 0, for k = 1..K:
     h_k   = phi_k(bicubic_upsample(lookup(z_k), s_K))     phi(h) = (1 - r) h + r conv3x3(h), r = 0.5
     f_hat = f_hat + h_k ;  rest = rest - h_k
 One codebook is shared by all scales; `phi_count` convs (4 in VAR) are shared across the K scales,
-picked as VAR does: the tick nearest to the relative position k / (K - 1) among
-linspace(1/(3n), 1 - 1/(3n), n).  The decoder reads f_hat.  Loss, as in VAR's code, averaged over
+picked as VAR does: the tick nearest to the relative position k / (K - 1) (the first on ties) among
+linspace(1/(3n), 1 - 1/(3n), n) when n == 4 and linspace(1/(2n), 1 - 1/(2n), n) otherwise
+(`PhiPartiallyShared` in VAR's quant.py).  The decoder reads f_hat.  Loss, as in VAR's code, averaged over
 scales: beta * ||sg[f_hat_k] - f||^2 + ||f_hat_k - sg[f]||^2 on the cumulative f_hat_k; the
 encoder gets the straight-through gradient of the whole sum, f + sg[f_hat - f].
 
@@ -71,8 +72,15 @@ class Phi(nn.Module):
 
 
 def phi_indices(num_scales: int, num_phis: int) -> list[int]:
-    """Which shared phi each scale uses: VAR's `PhiPartiallyShared` (nearest of n ticks)."""
-    lo, hi = 1 / (3 * num_phis), 1 - 1 / (3 * num_phis)
+    """Which shared phi each scale uses, as VAR's `PhiPartiallyShared` / `PhiNonShared`
+    (FoundationVision/VAR, models/quant.py): n ticks
+        np.linspace(1/3/n, 1 - 1/3/n, n) if n == 4 else np.linspace(1/2/n, 1 - 1/2/n, n),
+    and scale k takes np.argmin(np.abs(ticks - k / (K - 1))), the first tick on ties.  The ticks
+    are built as numpy's linspace builds them (start + i * step, the last set to stop), so float
+    near-ties (e.g. K = 6, n = 5) fall as in VAR.  n = 1 gives the single tick 1/2; K = 1 (where
+    VAR would divide by zero) takes position 0."""
+    margin = 1 / 3 / num_phis if num_phis == 4 else 1 / 2 / num_phis
+    lo, hi = margin, 1 - margin
     step = (hi - lo) / max(num_phis - 1, 1)
     ticks = [lo + i * step for i in range(num_phis)]
     ticks[-1] = hi if num_phis > 1 else ticks[-1]
@@ -171,9 +179,16 @@ class MultiScaleVQ(Quantizer):
             for k, s in enumerate(self.scales):
                 rest_k = rearrange(self.downsample(rest, k), "b c h w -> b (h w) c")
                 # Scales before the last only accumulate codebook statistics: one EMA step per batch.
-                _, ids, vq_loss = self.vq(rest_k, accum_ema_update=k < num_scales - 1)
+                # The code vectors are VectorQuantize's own output, read from the codebook that chose
+                # `ids`: in training the last call updates the codebook in place (EMA step, dead codes
+                # restarted with batch vectors) after the search, so a `lookup(ids)` after it would
+                # return other vectors than the ones the ids stand for.  rest_k needs no gradient, so
+                # that output is exactly project_out(codebook[ids]) (a one-hot product in float32; no
+                # straight-through term), with the same gradient to learnable codes / project_out.
+                codes, ids, vq_loss = self.vq(rest_k, accum_ema_update=k < num_scales - 1)
                 ids = rearrange(ids, "b (h w) -> b h w", h=s)
-                h_k = self.upsample_and_refine(self.lookup(ids), k)  # (B, C, s_K, s_K)
+                codes = rearrange(codes, "b (h w) c -> b c h w", h=s).contiguous()
+                h_k = self.upsample_and_refine(codes, k)  # (B, C, s_K, s_K)
                 f_hat = f_hat + h_k
                 rest = rest - h_k.detach()
                 loss = loss + vq_loss + F.mse_loss(f_hat, f_nograd)
