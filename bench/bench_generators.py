@@ -1,9 +1,13 @@
 """Sampling and training speed of every registered generator family at the peers' matched
 configuration (../shared/PEERS.md), with the peers' own figures as ratios beside ours.
 
-    python bench/bench_generators.py                      # every family, float32 and bf16 (a few minutes)
+    python bench/bench_generators.py                      # every family, float32 and auto (a few minutes)
     python bench/bench_generators.py --quick              # one repeat, no warm-up: a smoke test
     python bench/bench_generators.py --families ar maskgit --precisions fp32
+    python bench/bench_generators.py --precisions fp32 bf16   # bf16 even where it is slow
+
+Precisions: fp32; bf16; auto = bf16 where this device runs it fast, else fp32 (train/precision.py;
+a precision that resolves to one already timed is not timed twice).
 
 Matched configuration: 16x16 = 256 tokens per image (VAR: its 10 scales 1..16, 680 tokens),
 codebook 1024, width 256, depth 4, 8 heads of 32, MLP ratio 4, 1000 classes; generation batch 8,
@@ -28,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generators import FAMILIES, build_generator, train_text_tokenizer  # noqa: E402
+from train.precision import SAMPLING_CHOICES, Choice, autocast, resolve_precision  # noqa: E402
 from train.tasks.generator import attach_tokenizer  # noqa: E402
 
 MATCHED = dict(width=256, depth=4, heads=8, mlp_ratio=4.0)
@@ -114,16 +119,14 @@ def bench_generation(model, steps: int | None, repeats: int, warmup: int) -> dic
     return out
 
 
-def bench_training(model, bf16: bool, repeats: int, warmup: int) -> dict:
+def bench_training(model, precision: Choice, repeats: int, warmup: int) -> dict:
     model.train()
     g = torch.Generator().manual_seed(1)
     tokens = [torch.randint(0, CODEBOOK, (TRAIN_BATCH, s, s), generator=g).to(model.device)
               for s in model.spec.scales]
     cond = condition(model, TRAIN_BATCH)
-    autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16)
-
     def step():
-        with autocast:
+        with autocast(precision, model.device):
             loss, _ = model.loss(tokens, cond)
         loss.backward()
         model.zero_grad(set_to_none=True)
@@ -134,21 +137,23 @@ def bench_training(model, bf16: bool, repeats: int, warmup: int) -> dict:
     return {"train_s": seconds, "train_tok_s": n / seconds, "train_img_s": TRAIN_BATCH / seconds}
 
 
-def bench_family(family: str, condition_kind: str, precisions: list[str], repeats: int, warmup: int,
+def bench_family(family: str, condition_kind: str, precisions: dict[str, Choice], repeats: int, warmup: int,
                  device: torch.device, text_tokenizer) -> dict:
     model = build(family, condition_kind, text_tokenizer).to(device)
     result = {"params_M": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2),
               "scales": list(model.spec.scales), "tokens_per_image": model.spec.tokens_per_image}
-    for precision in precisions:
-        bf16 = precision == "bf16"
-        timings = bench_training(model, bf16, repeats, warmup)      # float32 weights (bf16: autocast)
-        sampler = model.to(torch.bfloat16) if bf16 else model       # bf16: bfloat16 weights
-        timings["generate"] = {_steps_label(s): bench_generation(sampler, s, repeats, warmup)
-                               for s in STEPS.get(family, (None,))}
-        model.float()
-        result[precision] = timings
-    result.update(_per_step(family, result, precisions))
-    result["speedup_vs_peer"] = _speedups(family, result, precisions)
+    timed_as: dict[str, dict] = {}                                  # chosen precision -> its timings
+    for name, precision in precisions.items():
+        if precision.chosen not in timed_as:
+            timings = bench_training(model, precision, repeats, warmup)  # float32 weights (bf16: autocast)
+            sampler = model.to(precision.dtype)                     # bf16: bfloat16 weights
+            timings["generate"] = {_steps_label(s): bench_generation(sampler, s, repeats, warmup)
+                                   for s in STEPS.get(family, (None,))}
+            model.float()
+            timed_as[precision.chosen] = timings
+        result[name] = {"precision": precision.chosen, **timed_as[precision.chosen]}
+    result.update(_per_step(family, result, list(precisions)))
+    result["speedup_vs_peer"] = _speedups(family, result, list(precisions))
     return result
 
 
@@ -210,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: unknown families {unknown}: registered are {sorted(FAMILIES)}")
     repeats, warmup = (1, 0) if args.quick else (args.repeats, 1)
     device = torch.device(args.device)
+    # resolved after set_num_threads: the CPU probe times matmuls on the threads the bench uses
+    precisions = {p: resolve_precision(p, device, flag="--precisions") for p in dict.fromkeys(args.precisions)}
     text_tokenizer = train_text_tokenizer(CAPTIONS * 4, vocab_size=300) if args.condition == "text" else None
     report = {"machine": machine(args.threads, device),
               "config": {**MATCHED, "codebook_size": CODEBOOK, "tokens": f"{SIDE}x{SIDE}",
@@ -217,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
                          "condition": args.condition, "generation_batch": GEN_BATCH, "cfg_scale": CFG,
                          "train_batch": TRAIN_BATCH, "repeats": repeats, "warmup": warmup,
                          "steps": {f: list(s) for f, s in STEPS.items()}},
+              "precisions": {p: c.to_dict() for p, c in precisions.items()},
               "families": {}}
     for family in families:
         print(f"[bench] {family} ...", file=sys.stderr, flush=True)
-        report["families"][family] = bench_family(family, args.condition, args.precisions, repeats, warmup,
+        report["families"][family] = bench_family(family, args.condition, precisions, repeats, warmup,
                                                    device, text_tokenizer)
     print(json.dumps(_rounded(report), indent=2))
     return 0
@@ -237,8 +245,9 @@ def _rounded(x):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--families", nargs="+", help=f"families to time (default: all registered, {sorted(FAMILIES)})")
-    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
-                   help="fp32; bf16 = bfloat16 weights for sampling, bfloat16 autocast for training")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "auto"], choices=SAMPLING_CHOICES,
+                   help="fp32; bf16 = bfloat16 weights for sampling, bfloat16 autocast for training; auto = bf16 "
+                        "where this device runs it fast, else fp32")
     p.add_argument("--condition", default="class", choices=["class", "text", "none"],
                    help="class labels (1000 classes, as LlamaGen / VAR), captions (as Muse / DALL-E), or none")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is reported)")

@@ -287,11 +287,16 @@ def _setup(s: dict, rows: list[dict]) -> list[str]:
             f"`{s.get('size', '?')}`, condition `{s.get('condition', '?')}`, training precision "
             f"{_precision(s.get('mixed_precision', '?'))}, seed {s.get('seed', '?')}), then {s.get('n', '?')} "
             f"samples per family and step count ({knobs or 'default sampling'}; precision "
-            f"{s.get('precision', '?')}, batch {s.get('sample_batch_size', '?')}, device {s.get('device', '?')})."]
+            f"{_precision(s.get('precision', '?'))}, batch {s.get('sample_batch_size', '?')}, "
+            f"device {s.get('device', '?')})."]
 
 
-def _precision(mixed_precision: str) -> str:
-    return "fp32" if mixed_precision == "no" else mixed_precision
+def _precision(choice: dict | str) -> str:
+    """A precision as train/precision.py recorded it ("fp32 (auto: CPU without native bfloat16)"),
+    or the plain flag value of older results ("no" = fp32)."""
+    if isinstance(choice, dict):
+        return f"{choice['chosen']} ({'auto: ' if choice.get('requested') == 'auto' else ''}{choice['why']})"
+    return "fp32" if choice == "no" else choice
 
 
 def _notes(results: dict) -> list[str]:

@@ -1,4 +1,6 @@
 """Shared test settings."""
+import os
+
 import pytest
 import torch
 
@@ -11,3 +13,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _auto_precision_is_fp32_on_every_cpu():
+    """`auto` precision resolves to float32 on the CPU under test, whatever this CPU's bfloat16
+    (TOKGEN_CPU_BF16=0: no flags read, no probe; the subprocesses some tests start inherit it), so
+    the tests' numbers do not depend on the machine. Set directly, not with monkeypatch: a test's
+    monkeypatch.undo() would lift it. tests/test_precision.py lifts it on purpose."""
+    before = os.environ.get("TOKGEN_CPU_BF16")
+    os.environ["TOKGEN_CPU_BF16"] = "0"
+    yield
+    if before is None:
+        os.environ.pop("TOKGEN_CPU_BF16", None)
+    else:
+        os.environ["TOKGEN_CPU_BF16"] = before

@@ -244,4 +244,7 @@ def test_demo_runs_every_stage_and_writes_one_report(tmp_path, capsys):
         assert section in report, section
     results = json.loads((out / "results.json").read_text())
     assert {r["label"] for r in results["rows"]} >= {"maskgit", "var"} and "shapes_judge" in results["demo"]
-    assert results["settings"]["mixed_precision"] == "bf16" and results["settings"]["precision"] == "bf16"
+    # auto, resolved by the Trainer (training) and by compare (sampling); conftest makes it fp32 on any CPU
+    for key in ("mixed_precision", "precision"):
+        assert results["settings"][key]["requested"] == "auto" and results["settings"][key]["chosen"] == "fp32"
+    assert "training precision fp32 (auto: TOKGEN_CPU_BF16=0)" in report

@@ -28,7 +28,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,6 +38,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import (
     GradientAccumulationPlugin,
+    broadcast_object_list,
     gather_object,
     is_tensorboard_available,
     parse_flag_from_env,
@@ -58,6 +59,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .ema import EMA
+from .precision import CHOICES, Choice, resolve_precision
 
 __all__ = ["TrainConfig", "TrainTask", "Trainer", "EpochBatchSampler", "NonFiniteError"]
 
@@ -69,7 +71,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-time budget across resumes; when spent: checkpoint and stop (0 = none)
     batch_size: int = 32  # per process and micro-batch: a step sees batch_size * processes * grad_accum items
     grad_accum: int = 1  # micro-batches whose gradients are summed into one optimizer step
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (fp16 needs a GPU; accelerate adds the grad scaler)
+    mixed_precision: str = field(default="auto", metadata={"choices": CHOICES})  # auto: bf16 where the device runs it fast, else fp32; fp16 needs CUDA
     lr: float = 3e-4  # base learning rate: the task builds its optimizers from it
     grad_clip: float = 1.0  # max gradient norm, per optimizer; 0 = no clipping (the norm is still logged)
     ema_decay: float = 0.0  # EMA of the weights, updated after every optimizer step; 0 = off
@@ -173,14 +175,18 @@ class Trainer:
 
     One Trainer at a time per process: accelerate keeps its settings process-wide, and a new
     Trainer (another precision, say) replaces them. Attributes a task may use: `modules`
-    (prepared), `unwrap(name)`, `ema` / `ema_weights()`, `device`, `accelerator`, `config`, `step`.
+    (prepared), `unwrap(name)`, `ema` / `ema_weights()`, `device`, `accelerator`, `config`, `step`,
+    `precision` (the train.precision.Choice that `config.mixed_precision` resolved to on this device).
     """
 
     def __init__(self, task, dataset, config: TrainConfig):
         _check_config(config)
         self.task, self.dataset, self.config = task, dataset, config
         self._time_fraction = 0.0  # read by learning-rate schedules built in configure_optimizers
-        self.accelerator = _make_accelerator(config)
+        cpu = config.cpu or _cpu_only_multiprocess() or parse_flag_from_env("ACCELERATE_USE_CPU")
+        self.precision = _agreed_precision(config.mixed_precision, cpu)
+        self.accelerator = _make_accelerator(config, cpu, self.precision.accelerate_mixed_precision)
+        self.accelerator.print(f"precision: {self.precision}")
         self._device = self.accelerator.device  # accelerate's state is process-wide: keep ours
         set_seed(config.seed, device_specific=True)  # different dropout/noise on each process
         modules = task.trainable_modules()
@@ -265,7 +271,8 @@ class Trainer:
             for module in self.modules.values():  # take accelerate's autocast wrapper off forward()
                 acc.unwrap_model(module, keep_fp32_wrapper=False)
         return {**self.last_logs, "step": self.step, "stopped": stopped, "checkpoint": str(self.checkpoint),
-                "nonfinite_steps": self.nonfinite_total, "minutes": self._elapsed() / 60}
+                "nonfinite_steps": self.nonfinite_total, "minutes": self._elapsed() / 60,
+                "precision": self.precision.to_dict()}
 
     def _progress_bar(self) -> tqdm:
         """Steps out of max_steps; or, under a time budget, seconds out of max_minutes (a steps bar
@@ -490,7 +497,7 @@ class Trainer:
             "modules": list(self.modules),  # model.safetensors, model_1.safetensors, ... in this order
             "optimizers": list(self.optimizers), "schedulers": list(self.schedulers),
             "ema": list(self.ema), "num_processes": self.accelerator.num_processes,
-            "config": asdict(self.config),
+            "config": asdict(self.config), "precision": self.precision.to_dict(),
         }
 
     def _resume(self) -> None:
@@ -592,12 +599,21 @@ class _Window:
         return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
 
 
-def _make_accelerator(config: TrainConfig) -> Accelerator:
-    cpu = config.cpu or _cpu_only_multiprocess() or parse_flag_from_env("ACCELERATE_USE_CPU")
-    _allow_new_settings(config.mixed_precision, cpu)
+def _agreed_precision(requested: str, cpu: bool) -> Choice:
+    """The precision for accelerate's device, chosen before the Accelerator is built (it takes the
+    choice). Under several processes the main process's choice is everyone's: each process's
+    probe could time differently, and the processes must autocast alike."""
+    _allow_new_device(cpu)
+    state = PartialState(cpu=cpu)
+    choice = resolve_precision(requested, state.device, flag="--mixed-precision")
+    return broadcast_object_list([choice])[0] if state.num_processes > 1 else choice
+
+
+def _make_accelerator(config: TrainConfig, cpu: bool, mixed_precision: str) -> Accelerator:
+    _allow_new_precision(mixed_precision)
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)]
     return Accelerator(
-        mixed_precision=config.mixed_precision,
+        mixed_precision=mixed_precision,
         # sync_with_dataloader=False: a step is always grad_accum micro-batches, epoch end or not
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.grad_accum,
                                                                 sync_with_dataloader=False),
@@ -610,14 +626,18 @@ def _make_accelerator(config: TrainConfig) -> Accelerator:
     )
 
 
-def _allow_new_settings(mixed_precision: str, cpu: bool) -> None:
-    """Let a second Trainer in one program (a tokenizer, then generators) use another precision or
-    device: accelerate keeps them in process-wide singletons that refuse (precision) or silently
-    ignore (device) a change. The process group, if any, is kept."""
-    partial, full = PartialState._shared_state, AcceleratorState._shared_state
+# A second Trainer in one program (a tokenizer, then generators) may use another device or
+# precision: accelerate keeps them in process-wide singletons that silently ignore (device) or
+# refuse (precision) a change, so those are reset first. The process group, if any, is kept.
+def _allow_new_device(cpu: bool) -> None:
+    partial = PartialState._shared_state
     if partial and partial.get("_cpu") != cpu and partial.get("num_processes", 1) == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
-    elif full and full.get("_mixed_precision") != mixed_precision:
+
+
+def _allow_new_precision(mixed_precision: str) -> None:
+    full = AcceleratorState._shared_state
+    if full and full.get("_mixed_precision") != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
@@ -631,8 +651,8 @@ def _cpu_only_multiprocess() -> bool:
 
 
 def _check_config(c: TrainConfig) -> None:
-    if c.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {c.mixed_precision!r}")
+    if c.mixed_precision not in CHOICES:
+        raise ValueError(f"mixed_precision must be one of {', '.join(CHOICES)}, got {c.mixed_precision!r}")
     for name in ("max_steps", "batch_size", "grad_accum", "log_every", "max_nonfinite"):
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be at least 1, got {getattr(c, name)}")

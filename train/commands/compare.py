@@ -31,7 +31,6 @@ import json
 import shlex
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +49,7 @@ TRAIN_RECORD = "compare-train.json"   # the train-generator flags a finished run
 def build_parser() -> argparse.ArgumentParser:
     from generators import SIZES
 
+    from ..precision import CHOICES, SAMPLING_CHOICES
     from ..tasks.generator import SampleConfig
 
     p = argparse.ArgumentParser(prog="tokgen compare", description=HELP,
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", default="small", choices=list(SIZES), help="size preset of every generator")
     g.add_argument("--condition", default="text", choices=("text", "class", "none"),
                    help="what the generators are conditioned on (text: the captions; shapes' judge reads them)")
-    g.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"), help="training precision")
+    g.add_argument("--mixed-precision", default="auto", choices=CHOICES,
+                   help="training precision (auto: bf16 where the training device runs it fast, else fp32)")
     g.add_argument("--set", action="append", metavar="[FAMILY:]KEY=VALUE",
                    help="override a config field of every family, or of one (repeatable), e.g. "
                         "--set depth=6 --set d3pm:transition=uniform")
@@ -83,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "AR and VAR have fixed counts)")
     s.add_argument("--sample-batch-size", type=int, default=64,
                    help="images sampled (and decoded, and scored for NLL) at once")
-    s.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="sampling and likelihood forwards in float32, or under bfloat16 autocast")
+    s.add_argument("--precision", default="auto", choices=SAMPLING_CHOICES,
+                   help="sampling and likelihood forwards in float32 or under bfloat16 autocast (auto: bf16 "
+                        "where --device runs it fast)")
     s.add_argument("--nll-n", type=int, default=256, help="held-out test items for NLL / ELBO (0 = skip)")
     s.add_argument("--grid-n", type=int, default=16, help="samples shown in each family's grid")
     s.add_argument("--device", default=None, help="where to sample and evaluate (default: cuda when available)")
@@ -305,7 +307,7 @@ def _train_or_load(args, family: str, plan: Plan, stage) -> dict:
         return {}
     done = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else {}
     return {"run": str(run_dir), "loaded": finished, "steps": done.get("steps"), "minutes": done.get("minutes"),
-            "stopped": done.get("stopped"), "logs": done.get("logs", {})}
+            "stopped": done.get("stopped"), "precision": done.get("precision"), "logs": done.get("logs", {})}
 
 
 # ---------------------------------------------------------------------------- evaluation (main process)
@@ -342,7 +344,7 @@ def _evaluate(args, argv: list[str], plan: Plan, training: dict, stage) -> dict:
               f"NLL on {args.nll_n} test items")
         family_rows, sampling = _evaluate_family(args, plan, family, tokenizer, val, test, ref, device)
         rows += [{**row, "train_steps": training[family].get("steps")} for row in family_rows]
-    settings = _settings(args, argv, plan, device, ref, sampling)
+    settings = _settings(args, argv, plan, device, ref, sampling, training)
     settings["evaluation_seconds"] = round(time.perf_counter() - start, 1)
     return {"settings": settings, "quality_key": _quality_key(ref.judge), "rows": rows + ref.rows,
             "training": training, "notes": _notes(args, ref)}
@@ -417,12 +419,6 @@ def _evaluate_family(args, plan: Plan, family: str, tokenizer, val, test, ref: R
 
 # ---------------------------------------------------------------------------- sampling, timing, counting
 
-def _autocast(args, device):
-    import torch
-
-    return torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
-
-
 def _sync(device) -> None:
     import torch
 
@@ -434,6 +430,7 @@ def _count_nfe(generator, rows: dict, sampling, args, probe: int = 4) -> float |
     """Network evaluations per image: the rows that pass through the shared transformer core
     (`generator.core`), per image, while sampling `probe` images.  Counting rows makes the doubled
     [conditional; null] batch of guidance count twice.  The run is also the timing's warm-up."""
+    from ..precision import autocast
     from ..tasks.generator import sample_tokens
 
     core = getattr(generator, "core", None)
@@ -446,7 +443,7 @@ def _count_nfe(generator, rows: dict, sampling, args, probe: int = 4) -> float |
     probe = min(probe, args.n)
     handle = core.register_forward_hook(count, with_kwargs=True) if core is not None else None
     try:
-        with _autocast(args, generator.device):
+        with autocast(args.precision, generator.device):
             sample_tokens(generator, {k: v[:probe] for k, v in rows.items()}, probe, sampling, args.seed, probe)
     finally:
         if handle is not None:
@@ -460,6 +457,7 @@ def _sample(generator, rows: dict, sampling, args, desc: str):
     import torch
     from tqdm.auto import tqdm
 
+    from ..precision import autocast
     from ..tasks.generator import sample_tokens
 
     n, batch, device = args.n, args.sample_batch_size, generator.device
@@ -469,7 +467,7 @@ def _sample(generator, rows: dict, sampling, args, desc: str):
     with tqdm(total=n, desc=f"sampling {desc}", unit="img", disable=not is_main_process()) as bar:
         for i, lo in enumerate(range(0, n, batch)):
             hi = min(n, lo + batch)
-            with _autocast(args, device):
+            with autocast(args.precision, device):
                 chunks.append(sample_tokens(generator, {k: v[lo:hi] for k, v in rows.items()}, hi - lo, sampling,
                                             args.seed + i, hi - lo))
             bar.update(hi - lo)
@@ -485,6 +483,7 @@ def _likelihood(generator, split, args) -> tuple[float | None, str | None]:
     import torch
     from tqdm.auto import tqdm
 
+    from ..precision import autocast
     from ..tasks.generator import condition_rows
 
     bound, exact = getattr(generator, "elbo_bits", None), getattr(generator, "nll_bits", None)
@@ -500,7 +499,7 @@ def _likelihood(generator, split, args) -> tuple[float | None, str | None]:
         hi = min(n, lo + batch)
         tokens = [s[lo:hi].to(device) for s in split.scales]
         cond = {k: v[lo:hi].to(device) for k, v in rows.items()} or None
-        with _autocast(args, device):
+        with autocast(args.precision, device):
             bits = fn(tokens, cond, generator=g) if kind == "elbo" else fn(tokens, cond)
         total += bits.double().sum().item()
     return total / n, kind
@@ -566,19 +565,28 @@ def _quality_key(judge) -> str | None:
     return "caption_match" if judge.condition == "caption" else "accuracy"
 
 
-def _settings(args, argv: list[str], plan: Plan, device, ref: Reference, sampling: dict) -> dict:
+def _settings(args, argv: list[str], plan: Plan, device, ref: Reference, sampling: dict,
+              training: dict) -> dict:
     import torch
+
+    from ..precision import resolve_precision
+
+    # the training precision as the families' runs recorded it (each Trainer chose it for its
+    # device); the flag itself where they differ or a run predates the record
+    trained = [t.get("precision") for t in training.values()]
+    mixed_precision = trained[0] if trained[0] and all(t == trained[0] for t in trained) else args.mixed_precision
 
     return {
         "command": "tokgen compare " + shlex.join(argv),
         "tokenizer": str(Path(args.tokenizer).resolve()), "tokens": str(Path(args.tokens).resolve()),
         "dataset": plan.source, "spec": plan.spec, "families": plan.families, "size": args.size,
         "condition": args.condition, "budget": {"max_steps": args.max_steps, "max_minutes": args.max_minutes},
-        "mixed_precision": args.mixed_precision, "overrides": plan.overrides, "train_flags": plan.train_flags,
+        "mixed_precision": mixed_precision, "overrides": plan.overrides, "train_flags": plan.train_flags,
         "runs": str(plan.runs), "seed": args.seed, "n": args.n, "nll_n": args.nll_n,
         "conditions": f"the first {args.n} val items", "reference": f"the first {args.n} test images",
         "sample_steps": plan.steps, "sampling": {k: v for k, v in sampling.items() if k != "steps"},
-        "sample_batch_size": args.sample_batch_size, "precision": args.precision, "device": str(device),
+        "sample_batch_size": args.sample_batch_size, "device": str(device),
+        "precision": resolve_precision(args.precision, device, flag="--precision").to_dict(),
         "judge": f"{plan.source} judge" if ref.judge is not None else None, "feature_space": ref.feature_space,
         "kid": {"subset_size": min(1000, args.n), "subsets": 100}, "precision_recall_k": 3,
         "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -9,13 +9,13 @@ Stages: captioned grids of the embedded data; the judges' own accuracy; the mult
 tokenizer (`shapes-tiny-msvq`) trained for --tokenizer-minutes and judged; its tokens extracted
 (the train split limited to --token-limit items); then `tokgen compare` on those tokens: the four
 generator families (AR, MaskGIT, VAR, D3PM), caption-conditioned, size mini (width 128, depth 4),
-batch 16, lr 1e-3, trained for --minutes-per-family each in bf16, --n samples per family and step
+batch 16, lr 1e-3, trained for --minutes-per-family each (bf16 where fast), --n samples per family and step
 count, judged, measured, timed.  Every budget is a flag.  The report folder (--out) gets report.md (the comparison table
 first, then the data, judges and tokenizer), the grids, quality_vs_time.png and results.json.
 
 The defaults are budgeted for 15 minutes on 2 CPU cores: 12 minutes of training (5 for the
 tokenizer, 1.75 per family), about a minute and a half of data, judges, token extraction and
-set-up, and under two of sampling and evaluation (200 samples per row under bfloat16 autocast,
+set-up, and under two of sampling and evaluation (200 samples per row, bfloat16 autocast where fast,
 MaskGIT at 8 steps and D3PM at 16; the D3PM bound costs T = 100 forwards per held-out item, so
 --nll-n is small here: compare's own default is 256).  On a bigger budget, raise them together,
 e.g. --minutes-per-family 10 --n 1000 --nll-n 256 --sample-steps maskgit=4,8,12 d3pm=16,64.
@@ -36,6 +36,8 @@ HELP = "run the main job on the embedded data: tokenizer, tokens, four generator
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..precision import CHOICES, SAMPLING_CHOICES
+
     p = argparse.ArgumentParser(prog="tokgen demo", description=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--out", default="tokgen-out/demo", help="report folder (its run folders are rebuilt)")
@@ -49,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-time budget of the tokenizer (5 minutes: 100%% judged on seeds 0-3 and in the demo; README)")
     t.add_argument("--tokenizer-eval-n", type=int, default=500,
                    help="test images reconstructed and judged after training")
-    t.add_argument("--tokenizer-precision", default="no", choices=("no", "bf16", "fp16"),
-                   help="tokenizer training precision (bf16 hurt the codebook on CPU; README)")
+    t.add_argument("--tokenizer-precision", default="fp32", choices=CHOICES,
+                   help="tokenizer training precision: fp32 even where bf16 is fast, as bf16 hurt the codebook "
+                        "(README); auto = bf16 where the device runs it fast")
     t.add_argument("--token-limit", type=int, default=8_000,
                    help="train items encoded (2 minutes at batch 64 see about 2 epochs of 8,000; the 432 "
                         "one-object captions about 18 times each)")
@@ -65,13 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generator training batch: on a 2-minute CPU budget more, smaller steps learned more "
                         "(VAR, mini: batch 16 831 steps 82.5%% caption match; batch 32 454 steps 61%%)")
     c.add_argument("--lr", type=float, default=1e-3, help="generator learning rate (peak of the warm-up + cosine)")
-    c.add_argument("--generator-precision", default="bf16", choices=("no", "bf16", "fp16"),
-                   help="generator training precision")
+    c.add_argument("--generator-precision", default="auto", choices=CHOICES,
+                   help="generator training precision (auto: bf16 where the device runs it fast, else fp32)")
     c.add_argument("--n", type=int, default=200, help="samples per family and step count")
     c.add_argument("--sample-steps", nargs="+", default=["maskgit=8", "d3pm=16"], metavar="FAMILY=S1,S2",
                    help="sampling step counts (compare's --sample-steps)")
-    c.add_argument("--precision", default="bf16", choices=("fp32", "bf16"),
-                   help="sampling and likelihood forwards: float32 or bfloat16 autocast")
+    c.add_argument("--precision", default="auto", choices=SAMPLING_CHOICES,
+                   help="sampling and likelihood forwards: float32 or bfloat16 autocast (auto: bf16 where fast)")
     c.add_argument("--nll-n", type=int, default=32,
                    help="held-out items for NLL / the D3PM bound (T forwards each for D3PM)")
     c.add_argument("--compare-flags", default="", metavar="FLAGS",

@@ -18,6 +18,8 @@ HELP = "encode a dataset with a trained tokenizer and write its tokens, labels a
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..precision import SAMPLING_CHOICES
+
     p = argparse.ArgumentParser(prog="tokgen extract-tokens", description=HELP)
     p.add_argument("--tokenizer", required=True, help="a folder written by train-tokenizer (…/tokenizer)")
     add_dataset_arguments(p)
@@ -26,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="at most this many items per split (0 = all)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--precision", default="auto", choices=SAMPLING_CHOICES,
+                   help="the encoder's forwards in float32 or under bfloat16 autocast (auto: bf16 where --device "
+                        "runs it fast; the quantizer's code search stays float32)")
     return p
 
 
@@ -44,7 +49,10 @@ def main(argv: list[str]) -> int:
     from train.data import build_dataset
     from train.data.tokens import check_token_folder, write_token_split
 
+    from ..precision import autocast, resolve_precision
+
     tokenizer = VQTokenizer.from_pretrained(args.tokenizer, device=args.device).eval()
+    precision = resolve_precision(args.precision, args.device)
     spec = tokenizer.spec
     options = dataset_options(args)
     try:
@@ -60,12 +68,15 @@ def main(argv: list[str]) -> int:
         for lo in tqdm(range(0, n, args.batch_size), desc=f"encoding {split}"):
             items = [ds[i] for i in range(lo, min(n, lo + args.batch_size))]
             images = torch.stack([it["image"] for it in items]).to(args.device)
-            for k, t in enumerate(tokenizer.encode(images)):
+            with autocast(precision, args.device):
+                maps = tokenizer.encode(images)
+            for k, t in enumerate(maps):
                 scales[k].append(t.cpu())
             labels += [it["label"] for it in items]
             captions += [it["caption"] for it in items]
         write_token_split(args.out, split, [torch.cat(s) for s in scales], torch.tensor(labels), captions,
-                          spec.to_dict(), args.dataset, options)
+                          spec.to_dict(), args.dataset, options, precision=precision.to_dict())
         summary[split] = n
-    print(json.dumps({"out": args.out, "items": summary, "spec": spec.to_dict()}, indent=2))
+    print(json.dumps({"out": args.out, "items": summary, "spec": spec.to_dict(), "precision": str(precision)},
+                     indent=2))
     return 0

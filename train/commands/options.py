@@ -34,8 +34,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: tuple[str,
         help_text = f"{comments.get(f.name, '')} (default: {default})"
         if kind is bool:
             group.add_argument(flag, dest=f.name, type=_parse_bool, default=default, metavar="BOOL", help=help_text)
-        elif kind in (int, float, str):
-            group.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text)
+        elif kind in (int, float, str):  # a field may list its allowed values in metadata["choices"]
+            group.add_argument(flag, dest=f.name, type=kind, default=default, choices=f.metadata.get("choices"),
+                               help=help_text)
         else:  # optional values, tuples: given as JSON (or a plain string)
             group.add_argument(flag, dest=f.name, type=_parse_json, default=default, metavar="JSON", help=help_text)
 

@@ -21,6 +21,7 @@ HELP = "sample a trained generator for captions / classes and write a captioned 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..precision import SAMPLING_CHOICES
     from ..tasks.generator import SampleConfig
 
     p = argparse.ArgumentParser(prog="tokgen sample", description=HELP,
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds the sampling: the same seed gives the same images")
     p.add_argument("--batch-size", type=int, default=64, help="images generated at once")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--precision", default="auto", choices=SAMPLING_CHOICES,
+                   help="the generator's sampling forwards in float32 or under bfloat16 autocast (auto: bf16 "
+                        "where the device runs it fast; decoding stays float32)")
     p.add_argument("--out", default="samples.png", help="the PNG grid to write")
     add_dataclass_options(p, SampleConfig, title="sampling (SampleConfig)")
     return p
@@ -59,6 +63,7 @@ def run(args) -> Path:
     from generators import load_generator
     from tokenizers_vq import VQTokenizer
 
+    from ..precision import autocast, resolve_precision
     from ..tasks.generator import SampleConfig, attach_tokenizer, condition_rows, condition_titles, sample_tokens
 
     if args.num_per_prompt < 1:
@@ -73,7 +78,11 @@ def run(args) -> Path:
     captions = [c for c in captions for _ in range(k)]
     rows = condition_rows(generator, labels, captions)
     sampling = dataclass_from_args(SampleConfig, args)
-    maps = sample_tokens(generator, rows, len(captions), sampling, args.seed, args.batch_size)
+    precision = resolve_precision(args.precision, device)
+    print(f"precision: {precision}")
+    with autocast(precision, device):
+        maps = sample_tokens(generator, rows, len(captions), sampling, args.seed, args.batch_size)
+    # decoded in float32, as compare decodes: the precision choice is the generator's
     images = torch.cat([tokenizer.decode([m[lo:lo + args.batch_size] for m in maps]).float().cpu()
                         for lo in range(0, len(captions), args.batch_size)])
     settings = sampling.resolved(generator)

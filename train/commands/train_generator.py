@@ -114,6 +114,7 @@ def train(argv: list[str]) -> dict | None:
     out = Path(train_config.out_dir)
     result = {"run": str(out), "family": args.family, "size": args.size, "condition": generator.config.condition,
               "tokens": args.tokens, "steps": logs["step"], "minutes": logs["minutes"], "stopped": logs["stopped"],
+              "precision": logs["precision"],
               "logs": {k: v for k, v in logs.items() if isinstance(v, (int, float)) and k not in ("step", "minutes")}}
     with trainer.ema_weights("generator"):
         model = trainer.unwrap("generator").generator

@@ -3,7 +3,7 @@
 Layout of a token folder (written by `tokgen extract-tokens`, read by `TokenDataset`):
 
     meta.json                 the tokenizer spec, the source dataset and its options (e.g. num_objects),
-                              the item counts per split
+                              the item counts per split, the precision each split was encoded in
     {split}.safetensors       scale_{k}: (N, s_k, s_k) token maps (int16 when the codebook fits,
                               else int32), label: (N,) int64
     {split}-captions.json     N captions (a list of strings)
@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 
 
 def write_token_split(folder: str | os.PathLike, split: str, tokens: list[torch.Tensor], labels: torch.Tensor,
-                      captions: list[str], spec: dict, source: str, dataset_options: dict | None = None) -> None:
+                      captions: list[str], spec: dict, source: str, dataset_options: dict | None = None,
+                      precision: dict | None = None) -> None:
     folder = Path(folder)
     options = dict(dataset_options or {})
     meta = check_token_folder(folder, spec, source, options)  # before anything is written
@@ -34,6 +35,8 @@ def write_token_split(folder: str | os.PathLike, split: str, tokens: list[torch.
     _atomic(folder / f"{split}-captions.json", lambda p: p.write_text(json.dumps(captions)))
     meta.update({"spec": spec, "source": source, "dataset_options": options})
     meta.setdefault("splits", {})[split] = len(labels)
+    if precision is not None:  # train/precision.py's record of the encoder's precision
+        meta.setdefault("precision", {})[split] = precision
     _atomic(folder / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
 
 
