@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-REPORT, RESULTS, PLOT = "report.md", "results.json", "quality_vs_time.png"
+REPORT, RESULTS, PLOT, CURVE_PLOT = "report.md", "results.json", "quality_vs_time.png", "quality_vs_training.png"
 
 # judge keys -> column headers; keys not listed keep their own name
 JUDGE_NAMES = {"caption_match": "caption match", "color": "colour", "found": "object found",
@@ -205,6 +205,44 @@ def plot_quality_vs_time(results: dict, path: str | os.PathLike) -> Path | None:
     return path
 
 
+def plot_quality_vs_training(results: dict, path: str | os.PathLike) -> Path | None:
+    """Judged quality (y) against training images seen (x): one line per family through the
+    points its run judged during training (results["training"][family]["curve"]), the tokenizer's
+    ceiling as a horizontal line.  None when no family has a judged point."""
+    key = quality_key(results)
+    curves = {}
+    for family, t in (results.get("training") or {}).items():
+        points = [(p["images_seen"], (p.get("judge") or {}).get(key)) for p in t.get("curve") or []]
+        points = [(x, 100.0 * y) for x, y in points if is_number(y)]
+        if points:
+            curves[family] = points
+    if not key or not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for family, points in curves.items():
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=family)
+    for r in results["rows"]:
+        if r.get("kind") == "ceiling" and is_number((r.get("judge") or {}).get(key)):
+            ax.axhline(100.0 * r["judge"][key], color="grey", linestyle="--", linewidth=1, label=r["label"])
+    ax.set_xlabel("training images seen")
+    ax.set_ylabel(f"{JUDGE_NAMES.get(key, key)} (%)")
+    ax.set_ylim(0, 102)
+    ax.set_title("quality against training")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 # ---------------------------------------------------------------------------- results.json
 
 def _jsonable(value: Any) -> Any:
@@ -243,7 +281,9 @@ def write_report(out: str | os.PathLike, results: dict, extra: list[str] = ()) -
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plot_quality_vs_time(results, out / PLOT)
-    results = {**results, "report": {"markdown": REPORT, "plot": PLOT}}
+    curve_plot = plot_quality_vs_training(results, out / CURVE_PLOT)
+    results = {**results, "report": {"markdown": REPORT, "plot": PLOT,
+                                     "training_plot": CURVE_PLOT if curve_plot else None}}
     save_results(results, out / RESULTS)
     s = results.get("settings", {})
     families = ", ".join(s.get("families", [])) or "the generators"
@@ -252,6 +292,11 @@ def write_report(out: str | os.PathLike, results: dict, extra: list[str] = ()) -
              *_setup(s, results["rows"]), "", "## Results", "", markdown_table(table(results)), "", *_notes(results),
              *[f"- **Note**: {note}" for note in results.get("notes", [])], "",
              "## Quality against sampling time", "", f"![quality against sampling time]({PLOT})", ""]
+    if curve_plot:
+        lines += ["## Quality against training", "",
+                  "Each family judged on a small sample at evenly spaced points of its training budget (the "
+                  "samples per point and the points are in results.json): which approach learns fastest on "
+                  "this data.", "", f"![quality against training]({CURVE_PLOT})", "", *_curve_table(results), ""]
     grids = [r for r in results["rows"] if r.get("grid")]
     if grids:
         lines += ["## Samples", ""]
@@ -285,13 +330,13 @@ def _setup(s: dict, rows: list[dict]) -> list[str]:
     return [f"One tokenizer (`{s.get('tokenizer', '?')}`), one token folder (`{s.get('tokens', '?')}`); every "
             f"family trained on the same tokens with the same budget ({spend or 'see results.json'} each, size "
             f"`{s.get('size', '?')}`, condition `{s.get('condition', '?')}`, training precision "
-            f"{_precision(s.get('mixed_precision', '?'))}, seed {s.get('seed', '?')}), then {s.get('n', '?')} "
+            f"{precision_text(s.get('mixed_precision', '?'))}, seed {s.get('seed', '?')}), then {s.get('n', '?')} "
             f"samples per family and step count ({knobs or 'default sampling'}; precision "
-            f"{_precision(s.get('precision', '?'))}, batch {s.get('sample_batch_size', '?')}, "
+            f"{precision_text(s.get('precision', '?'))}, batch {s.get('sample_batch_size', '?')}, "
             f"device {s.get('device', '?')})."]
 
 
-def _precision(choice: dict | str) -> str:
+def precision_text(choice: dict | str) -> str:
     """A precision as train/precision.py recorded it ("fp32 (auto: CPU without native bfloat16)"),
     or the plain flag value of older results ("no" = fp32)."""
     if isinstance(choice, dict):
@@ -324,18 +369,44 @@ def _notes(results: dict) -> list[str]:
     ]
 
 
+def _curve_table(results: dict) -> list[str]:
+    """The curve's points as a table: one row per family, one column per point (images seen)."""
+    key = quality_key(results)
+    training = results.get("training") or {}
+    curves = {f: [p for p in t.get("curve") or [] if (p.get("judge") or {}).get(key) is not None]
+              for f, t in training.items()}
+    curves = {f: c for f, c in curves.items() if c}
+    if not curves:
+        return []
+    images = sorted({p["images_seen"] for c in curves.values() for p in c})
+    lines = ["| family | " + " | ".join(f"{x:,} images" for x in images) + " |", "|---" * (len(images) + 1) + "|"]
+    for family, points in curves.items():
+        by_images = {p["images_seen"]: p["judge"][key] for p in points}
+        lines.append(f"| {family} | " + " | ".join(_percent(by_images[x]) if x in by_images else ""
+                                                     for x in images) + " |")
+    return lines
+
+
 def _training(training: dict) -> list[str]:
     if not training:
         return []
-    lines = ["## Training", "", "| family | steps | minutes | stopped by | final loss | val loss | run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["## Training", "",
+             "Wall time per family: training (without the judged points during it), those points, and the final "
+             "evaluation (sampling every step count, judging, FD/KID/PR, likelihood).", "",
+             "| family | steps | images seen | precision | training min | curve points min | evaluation s "
+             "| stopped by | final loss | val loss | run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for family, t in training.items():
         logs = t.get("logs", {})
         loss = logs.get("loss/generator", logs.get("loss"))
         val = logs.get("eval/val_loss", logs.get("val_loss"))
         cell = lambda v: _number(v) if is_number(v) else "n/a"   # noqa: E731
-        lines.append(f"| {family} | {t.get('steps', 'n/a')} | {cell(t.get('minutes'))} | {t.get('stopped', 'n/a')} "
-                     f"| {cell(loss)} | {cell(val)} | `{t.get('run', '')}` |")
+        images = f"{t['images_seen']:,}" if is_number(t.get("images_seen")) else "n/a"
+        precision = (t.get("precision") or {}).get("chosen", "n/a") if isinstance(t.get("precision"), dict) \
+            else t.get("precision", "n/a")
+        lines.append(f"| {family} | {t.get('steps', 'n/a')} | {images} | {precision} "
+                     f"| {cell(t.get('train_minutes', t.get('minutes')))} | {cell(t.get('curve_minutes'))} "
+                     f"| {cell(t.get('eval_seconds'))} | {t.get('stopped', 'n/a')} | {cell(loss)} | {cell(val)} "
+                     f"| `{t.get('run', '')}` |")
     return lines + [""]
 
 

@@ -145,7 +145,8 @@ def compare_args(data: Path, out: Path, *extra: str) -> list[str]:
 
 def test_compare_end_to_end_then_loads_the_finished_runs(data, tmp_path, capsys):
     out = tmp_path / "report"
-    args = compare_args(data, out, "--families", "maskgit", "d3pm", "--sample-steps", "maskgit=2", "d3pm=2,4")
+    args = compare_args(data, out, "--families", "maskgit", "d3pm", "--sample-steps", "maskgit=2", "d3pm=2,4",
+                        "--curve-points", "2", "--curve-n", "4")
     assert tokgen(args) == 0
     printed = capsys.readouterr().out
     assert "[compare 1/7] inputs" in printed and f"[compare] report: {out / 'report.md'}" in printed
@@ -167,6 +168,15 @@ def test_compare_end_to_end_then_loads_the_finished_runs(data, tmp_path, capsys)
     assert math.isfinite(rows[("d3pm", 2)]["nll_bits"]) and rows[("d3pm", 2)]["nll_bits"] > 0
     assert set(rows[("maskgit", 2)]["judge"]) >= {"caption_match", "shape", "color", "size", "position"}
     assert results["training"]["maskgit"]["steps"] == 2 and not results["training"]["maskgit"]["loaded"]
+    # quality against training: a judged point at steps 1 and 2 (batch 8: 8 and 16 images), per family
+    for family in ("maskgit", "d3pm"):
+        t = results["training"][family]
+        curve = t["curve"]
+        assert [(p["step"], p["images_seen"]) for p in curve] == [(1, 8), (2, 16)], curve
+        assert all(0 <= p["judge"]["caption_match"] <= 1 for p in curve)
+        assert t["images_seen"] == 16 and t["eval_seconds"] > 0 and 0 < t["curve_minutes"] < t["minutes"]
+    assert (out / "quality_vs_training.png").is_file()
+    assert "## Quality against training" in (out / "report.md").read_text()
     s = results["settings"]
     assert s["n"] == 8 and s["seed"] == 0 and s["budget"] == {"max_steps": 2, "max_minutes": 0.0}
     assert s["tokenizer"] == str((data / "tokenizer").resolve()) and s["dataset"] == "shapes"
@@ -231,19 +241,26 @@ def test_bad_inputs_give_clear_errors(data, tmp_path):
 
 def test_demo_runs_every_stage_and_writes_one_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert tokgen(["demo", "--out", str(out), "--judge-n", "20", "--tokenizer-minutes", "0.02",
+    assert tokgen(["demo", "--out", str(out), "--judge-n", "20", "--tokenizer-steps", "3",
                    "--tokenizer-eval-n", "20", "--token-limit", "64", "--eval-items", "16", "--families", "maskgit",
                    "var", "--minutes-per-family", "1", "--steps-per-family", "2", "--size", "tiny", "--n", "8",
-                   "--nll-n", "8", "--sample-steps", "maskgit=2",
+                   "--nll-n", "8", "--sample-steps", "maskgit=2", "--curve-points", "1", "--curve-n", "4",
                    "--compare-flags", "--grid-n 4 --train-flags '--batch-size 8 --tensorboard false --val-n 8'"]) == 0
     printed = capsys.readouterr().out
     assert "[demo 5/5] compare" in printed and printed.rstrip().endswith(f"report: {out / 'report.md'}")
     report = (out / "report.md").read_text()
     assert report.startswith("# tokgen demo: maskgit, var on shapes")
-    for section in ("## Results", "## The judges", "## The tokenizer", "data-shapes.png", "grid-var.png"):
+    for section in ("## Results", "## The judges", "## The tokenizer", "data-shapes.png", "grid-var.png",
+                    "## Quality against training", "## Wall time per stage", "| **total** |"):
         assert section in report, section
+    assert "trained from scratch for 3 steps of 32 (96 images)" in report
     results = json.loads((out / "results.json").read_text())
     assert {r["label"] for r in results["rows"]} >= {"maskgit", "var"} and "shapes_judge" in results["demo"]
+    assert results["demo"]["tokenizer"]["steps"] == 3 and results["demo"]["tokenizer"]["stopped"] == "max_steps"
+    seconds = results["demo"]["seconds"]
+    assert set(seconds) >= {"data", "judges", "tokenizer", "tokens", "compare", "total"}
+    assert seconds["total"] >= seconds["compare"] > 0
+    assert [len(results["training"][f]["curve"]) for f in ("maskgit", "var")] == [1, 1]
     # auto, resolved by the Trainer (training) and by compare (sampling); conftest makes it fp32 on any CPU
     for key in ("mixed_precision", "precision"):
         assert results["settings"][key]["requested"] == "auto" and results["settings"][key]["chosen"] == "fp32"

@@ -88,11 +88,15 @@ def test_a_future_token_cannot_change_earlier_logits(condition):
     ("none", 1.0, {}),
     ("class", 1.0, {}),                                  # guidance off = conditional-only sampling
     ("class", 3.0, dict(temperature=0.9, top_k=5)),
-    ("text", 1.0, dict(top_p=0.9)),
+    ("text", 1.0, dict(top_p=0.9)),                      # the caption through the text encoder (default)
     ("text", 2.5, {}),
+    ("text-sequence", 1.0, dict(top_p=0.9)),             # DALL-E: the caption in the causal sequence
+    ("text-sequence", 2.5, {}),
 ])
 def test_kv_cache_sampling_equals_full_recomputation(condition, cfg_scale, filters, text_tokenizer):
-    model = make(condition, text_tokenizer=text_tokenizer if condition == "text" else None)
+    condition, _, mode = condition.partition("-")
+    extra = {"text_conditioning": mode} if mode else {}
+    model = make(condition, text_tokenizer=text_tokenizer if condition == "text" else None, **extra)
     cond = cond_of(model)
     fast = model.generate(cond, num_samples=4, cfg_scale=cfg_scale, generator=seeded(7), **filters)[0]
     slow = reference_sample(model, cond, 4, cfg_scale=cfg_scale, generator=seeded(7), **filters)
@@ -168,12 +172,12 @@ def test_nll_bits_is_an_exact_normalized_likelihood():
 
 
 def test_dalle_loss_weights_text_and_image(text_tokenizer):
-    model = make("text", text_tokenizer=text_tokenizer, dtype=torch.float32)
+    model = make("text", text_tokenizer=text_tokenizer, dtype=torch.float32, text_conditioning="sequence")
     model.config.cond_dropout = 0.0
     tokens = [torch.randint(0, V, (4, 3, 3), generator=seeded(0))]
     loss, logs = model.loss(tokens, cond_of(model))
     assert math.isclose(loss.item(), (logs["loss_text"] + 7 * logs["loss_image"]) / 8, rel_tol=1e-5)
-    no_text = make("text", text_tokenizer=text_tokenizer, text_loss_weight=0.0)
+    no_text = make("text", text_tokenizer=text_tokenizer, text_loss_weight=0.0, text_conditioning="sequence")
     assert no_text.text_head is None
     loss, logs = no_text.loss(tokens, cond_of(no_text))
     assert "loss_text" not in logs and math.isclose(loss.item(), logs["loss_image"], rel_tol=1e-9)

@@ -211,7 +211,7 @@ def test_the_commands_take_the_vocabulary_with_auto_by_default():
 
 
 def test_the_report_states_the_chosen_precision():
-    from eval.compare import _precision
+    from eval.compare import precision_text as _precision
 
     auto = resolve_precision("auto", CPU).to_dict()     # conftest: fp32
     assert _precision(auto) == "fp32 (auto: TOKGEN_CPU_BF16=0)"

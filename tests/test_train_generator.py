@@ -118,6 +118,30 @@ def test_resume_through_the_command_continues_the_log_and_matches_a_straight_run
         tokgen(train_args(data, resumed, "maskgit", "text", 8, *common, "--set", "depth=2"))
 
 
+def test_a_step_budget_gives_the_same_weights_whatever_the_wall_time(data, tmp_path, monkeypatch):
+    """The same seed and --max-steps on a fast and on a slow machine (here: a clock that runs 1000 s
+    per reading, so every step 'takes' minutes) train the same weights: with a step budget, nothing
+    in the run (schedule, data, stop) reads the clock.  Judged curve points are logged on the way."""
+    import train.engine as engine
+
+    common = ("--lr-schedule", "cosine", "--warmup-steps", "2", "--eval-n", "0",
+              "--eval-every", "2", "--curve-n", "4")
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    assert tokgen(train_args(data, fast, "maskgit", "text", 6, *common)) == 0
+    clock = iter(range(0, 10**9, 1000))
+    monkeypatch.setattr(engine.time, "monotonic", lambda: float(next(clock)))
+    assert tokgen(train_args(data, slow, "maskgit", "text", 6, *common)) == 0
+    monkeypatch.undo()
+    a, b = load_generator(fast / "generator").state_dict(), load_generator(slow / "generator").state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    slow_minutes = json.loads((slow / "eval.json").read_text())["minutes"]
+    assert slow_minutes > 60 > json.loads((fast / "eval.json").read_text())["minutes"]
+    points = [h for h in read_log(fast) if "eval/images_seen" in h]
+    assert [(h["step"], h["eval/images_seen"]) for h in points] == [(2, 16), (4, 32), (6, 48)]
+    assert all(0 <= h["eval/judge/caption_match"] <= 1 and h["eval/curve_seconds"] > 0 for h in points)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_a_tiny_model_learns_a_toy_distribution(data, tmp_path, family):
     """Four classes, each one fixed token pattern (10% noise): the loss falls, and samples of the

@@ -65,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "holds a finished generator")
     p.add_argument("--seed", type=int, default=0, help="seeds training (initial weights, data order) and sampling")
     g = p.add_argument_group("training: the same for every family")
-    g.add_argument("--max-minutes", type=float, default=10.0, help="wall-time budget per family (0 = none)")
-    g.add_argument("--max-steps", type=int, default=20_000, help="optimizer-step budget per family")
+    g.add_argument("--max-steps", type=int, default=2_000,
+                   help="optimizer-step budget per family: at a fixed batch, the same training images on any "
+                        "machine, so the same seed gives the same figures")
+    g.add_argument("--max-minutes", type=float, default=0.0,
+                   help="optional wall-time cap per family (0 = none); a run it stops depends on the machine")
     g.add_argument("--size", default="small", choices=list(SIZES), help="size preset of every generator")
     g.add_argument("--condition", default="text", choices=("text", "class", "none"),
                    help="what the generators are conditioned on (text: the captions; shapes' judge reads them)")
@@ -89,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "where --device runs it fast)")
     s.add_argument("--nll-n", type=int, default=256, help="held-out test items for NLL / ELBO (0 = skip)")
     s.add_argument("--grid-n", type=int, default=16, help="samples shown in each family's grid")
+    s.add_argument("--curve-points", type=int, default=5,
+                   help="judged points during training, evenly spaced over --max-steps (the last at the end): "
+                        "quality against training images seen (0 = none)")
+    s.add_argument("--curve-n", type=int, default=100, help="samples judged at each of those points")
     s.add_argument("--device", default=None, help="where to sample and evaluate (default: cuda when available)")
     add_dataclass_options(p, SampleConfig, skip=("steps",), title="sampling settings (SampleConfig)")
     return p
@@ -275,7 +282,22 @@ def _train_argv(args, family: str, plan: Plan) -> list[str]:
             "--sample-every", "0"]    # no sample grids inside the budget
     for override in plan.overrides[family]:
         argv += ["--set", override]
-    return argv + plan.train_flags
+    return argv + _curve_argv(args, family, plan) + plan.train_flags
+
+
+def _curve_argv(args, family: str, plan: Plan) -> list[str]:
+    """The judged points during training: every max_steps / curve_points steps (and at the end),
+    curve_n samples drawn with the sampling settings of the final evaluation (the family's
+    first sampling step count)."""
+    if not args.curve_points or not args.curve_n:
+        return ["--eval-every", "0"]
+    argv = ["--eval-every", str(max(1, args.max_steps // args.curve_points)), "--curve-n", str(args.curve_n)]
+    for name in ("cfg_scale", "temperature", "top_k", "top_p"):
+        value = getattr(args, name)
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    steps = plan.steps[family][0]
+    return argv + (["--steps", str(steps)] if steps is not None else [])
 
 
 def _train_or_load(args, family: str, plan: Plan, stage) -> dict:
@@ -306,8 +328,30 @@ def _train_or_load(args, family: str, plan: Plan, stage) -> dict:
     if not is_main_process():
         return {}
     done = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else {}
-    return {"run": str(run_dir), "loaded": finished, "steps": done.get("steps"), "minutes": done.get("minutes"),
-            "stopped": done.get("stopped"), "precision": done.get("precision"), "logs": done.get("logs", {})}
+    curve = training_curve(run_dir / "log.jsonl")
+    curve_minutes = curve[-1]["curve_seconds"] / 60 if curve and curve[-1].get("curve_seconds") else 0.0
+    minutes = done.get("minutes")
+    return {"run": str(run_dir), "loaded": finished, "steps": done.get("steps"),
+            "images_seen": curve[-1]["images_seen"] if curve else None, "minutes": minutes,
+            "train_minutes": minutes - curve_minutes if minutes is not None else None, "curve_minutes": curve_minutes,
+            "stopped": done.get("stopped"), "precision": done.get("precision"), "logs": done.get("logs", {}),
+            "curve": curve}
+
+
+def training_curve(log: Path) -> list[dict]:
+    """The evaluations a run logged (log.jsonl lines with eval/images_seen): step, images seen,
+    the judge's scores at that point (when it judged) and the curve's wall seconds so far."""
+    points = []
+    if not log.is_file():
+        return points
+    for line in log.read_text().splitlines():
+        entry = json.loads(line) if line.strip() else {}
+        if "eval/images_seen" not in entry:
+            continue
+        judge = {k.removeprefix("eval/judge/"): v for k, v in entry.items() if k.startswith("eval/judge/")}
+        points.append({"step": entry["step"], "images_seen": int(entry["eval/images_seen"]), "judge": judge or None,
+                       "curve_seconds": entry.get("eval/curve_seconds")})
+    return points
 
 
 # ---------------------------------------------------------------------------- evaluation (main process)
@@ -342,8 +386,11 @@ def _evaluate(args, argv: list[str], plan: Plan, training: dict, stage) -> dict:
     for family in plan.families:
         stage(f"evaluate {family}: {args.n} samples per sampling step count ({_steps_text(plan.steps[family])}), "
               f"NLL on {args.nll_n} test items")
+        began = time.perf_counter()
         family_rows, sampling = _evaluate_family(args, plan, family, tokenizer, val, test, ref, device)
-        rows += [{**row, "train_steps": training[family].get("steps")} for row in family_rows]
+        training[family]["eval_seconds"] = round(time.perf_counter() - began, 1)
+        rows += [{**row, "train_steps": training[family].get("steps"),
+                  "train_images": training[family].get("images_seen")} for row in family_rows]
     settings = _settings(args, argv, plan, device, ref, sampling, training)
     settings["evaluation_seconds"] = round(time.perf_counter() - start, 1)
     return {"settings": settings, "quality_key": _quality_key(ref.judge), "rows": rows + ref.rows,

@@ -1,24 +1,26 @@
 """`tokgen demo`: the main job on the embedded data, offline, on a laptop CPU, from scratch.
 
-    tokgen demo                                        # about 15 minutes on 2 CPU cores
-    tokgen demo --tokenizer-minutes 10 --minutes-per-family 10 --n 1000 --nll-n 256
-    tokgen demo --families maskgit var --minutes-per-family 5
+    tokgen demo                                        # about 10-20 minutes on 2 CPU cores (README)
+    tokgen demo --tokenizer-steps 3000 --steps-per-family 3000 --n 1000 --nll-n 256
+    tokgen demo --families maskgit var --steps-per-family 2000
     tokgen demo --tokenizer runs/tok/tokenizer         # reuse a trained tokenizer: skip its stage
 
 Stages: captioned grids of the embedded data; the judges' own accuracy; the multi-scale shapes
-tokenizer (`shapes-tiny-msvq`) trained for --tokenizer-minutes and judged; its tokens extracted
+tokenizer (`shapes-tiny-msvq`) trained for --tokenizer-steps and judged; its tokens extracted
 (the train split limited to --token-limit items); then `tokgen compare` on those tokens: the four
 generator families (AR, MaskGIT, VAR, D3PM), caption-conditioned, size mini (width 128, depth 4),
-batch 16, lr 1e-3, trained for --minutes-per-family each (bf16 where fast), --n samples per family and step
-count, judged, measured, timed.  Every budget is a flag.  The report folder (--out) gets report.md (the comparison table
-first, then the data, judges and tokenizer), the grids, quality_vs_time.png and results.json.
+batch 16, lr 1e-3, each trained for --steps-per-family optimizer steps and judged on a small
+sample at --curve-points points along the way (quality against training images seen), then --n
+samples per family and step count, judged, measured, timed.  The report folder (--out) gets
+report.md (the comparison table first, then the data, judges and tokenizer), the grids,
+quality_vs_time.png, quality_vs_training.png and results.json.
 
-The defaults are budgeted for 15 minutes on 2 CPU cores: 12 minutes of training (5 for the
-tokenizer, 1.75 per family), about a minute and a half of data, judges, token extraction and
-set-up, and under two of sampling and evaluation (200 samples per row, bfloat16 autocast where fast,
-MaskGIT at 8 steps and D3PM at 16; the D3PM bound costs T = 100 forwards per held-out item, so
---nll-n is small here: compare's own default is 256).  On a bigger budget, raise them together,
-e.g. --minutes-per-family 10 --n 1000 --nll-n 256 --sample-steps maskgit=4,8,12 d3pm=16,64.
+Every budget is counted in optimizer steps at a fixed batch, i.e. in training images seen, never
+in wall minutes: the same seed gives the same figures on a fast machine and a slow one (up to
+float rounding, and bf16 where `auto` picks it), and the wall time is measured and reported per
+stage and per family.  --tokenizer-minutes and --minutes-per-family are optional caps on top (a
+run they stop depends on the machine; the report says so).  Precision is chosen per device
+(`auto`: bf16 only where it is native and fast, float32 elsewhere; train/precision.py).
 """
 from __future__ import annotations
 
@@ -47,25 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer", help="use this trained tokenizer folder instead of training one")
     t.add_argument("--tokenizer-preset", default="shapes-tiny-msvq",
                    help="tokenizer preset (multi-scale: VAR needs it)")
-    t.add_argument("--tokenizer-minutes", type=float, default=5.0,
-                   help="wall-time budget of the tokenizer (5 minutes: 100%% judged on seeds 0-3 and in the demo; README)")
+    t.add_argument("--tokenizer-steps", type=int, default=1_000,
+                   help="optimizer steps of the tokenizer at its preset batch (32): 1,000 steps judged 99.6-100%% "
+                        "(README)")
+    t.add_argument("--tokenizer-minutes", type=float, default=0.0,
+                   help="optional wall-time cap on the tokenizer (0 = none)")
     t.add_argument("--tokenizer-eval-n", type=int, default=500,
                    help="test images reconstructed and judged after training")
     t.add_argument("--tokenizer-precision", default="fp32", choices=CHOICES,
                    help="tokenizer training precision: fp32 even where bf16 is fast, as bf16 hurt the codebook "
                         "(README); auto = bf16 where the device runs it fast")
     t.add_argument("--token-limit", type=int, default=8_000,
-                   help="train items encoded (2 minutes at batch 64 see about 2 epochs of 8,000; the 432 "
-                        "one-object captions about 18 times each)")
+                   help="train items encoded (1,000 steps at batch 16 see 2 epochs of 8,000; the 432 one-object "
+                        "captions about 37 times each)")
     t.add_argument("--eval-items", type=int, default=256,
                    help="val and test items encoded (at least --n and --nll-n)")
     c = p.add_argument_group("the comparison (tokgen compare)")
     c.add_argument("--families", nargs="+", default=["ar", "maskgit", "var", "d3pm"], metavar="FAMILY")
-    c.add_argument("--minutes-per-family", type=float, default=1.75, help="wall-time training budget of each family")
-    c.add_argument("--steps-per-family", type=int, default=20_000, help="step budget of each family (a cap)")
+    c.add_argument("--steps-per-family", type=int, default=1_000,
+                   help="optimizer steps of each family at --batch-size (so the same training images for every family)")
+    c.add_argument("--minutes-per-family", type=float, default=0.0,
+                   help="optional wall-time cap on each family's training (0 = none)")
     c.add_argument("--size", default="mini", help="generator size preset (mini: width 128, depth 4)")
     c.add_argument("--batch-size", type=int, default=16,
-                   help="generator training batch: on a 2-minute CPU budget more, smaller steps learned more "
+                   help="generator training batch: on a small CPU budget more, smaller steps learned more "
                         "(VAR, mini: batch 16 831 steps 82.5%% caption match; batch 32 454 steps 61%%)")
     c.add_argument("--lr", type=float, default=1e-3, help="generator learning rate (peak of the warm-up + cosine)")
     c.add_argument("--generator-precision", default="auto", choices=CHOICES,
@@ -77,9 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling and likelihood forwards: float32 or bfloat16 autocast (auto: bf16 where fast)")
     c.add_argument("--nll-n", type=int, default=32,
                    help="held-out items for NLL / the D3PM bound (T forwards each for D3PM)")
+    c.add_argument("--curve-points", type=int, default=4,
+                   help="judged points during each family's training (quality against training images seen)")
+    c.add_argument("--curve-n", type=int, default=100, help="samples judged at each of those points")
     c.add_argument("--compare-flags", default="", metavar="FLAGS",
                    help="more `tokgen compare` flags as one string, e.g. \"--cfg-scale 2 --set depth=6\"")
     return p
+
+
+def _cap(minutes: float) -> str:
+    return f" (capped at {minutes:g} min)" if minutes else ""
 
 
 def _stage(title: str, number: int, total: int) -> float:
@@ -89,8 +103,12 @@ def _stage(title: str, number: int, total: int) -> float:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.tokenizer is None and args.tokenizer_minutes <= 0:
-        raise SystemExit("error: --tokenizer-minutes must be > 0 (or pass a trained --tokenizer DIR)")
+    for flag, value in (("--tokenizer-steps", args.tokenizer_steps), ("--steps-per-family", args.steps_per_family)):
+        if value < 1:
+            raise SystemExit(f"error: {flag} must be >= 1, got {value}")
+    for flag, value in (("--tokenizer-minutes", args.tokenizer_minutes), ("--minutes-per-family", args.minutes_per_family)):
+        if value < 0:
+            raise SystemExit(f"error: {flag} must be >= 0 (0 = no cap), got {value}")
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,16 +142,37 @@ def main(argv: list[str]) -> int:
     _wait_for_everyone()
 
     if main_process:
-        _stage(f"compare: {', '.join(args.families)}, {args.minutes_per_family:g} min each, {args.n} samples", 5, total)
+        _stage(f"compare: {', '.join(args.families)}, {args.steps_per_family:,} steps of {args.batch_size} each"
+               f"{_cap(args.minutes_per_family)}, {args.n} samples", 5, total)
     from . import compare
 
     compare_argv = _compare_argv(args, tokenizer, tokens)
+    t = time.perf_counter()
     report = compare.run(compare.build_parser().parse_args(compare_argv), compare_argv,
                          extra_report=_report_sections(out, results, grids) if main_process else [],
                          extra_results={"demo": results, "title": "tokgen demo"} if main_process else None)
     if report is not None:
-        print(f"[demo] {(time.perf_counter() - start) / 60:.1f} min in all; report: {report}")
+        results["seconds"]["compare"] = round(time.perf_counter() - t, 1)
+        results["seconds"]["total"] = round(time.perf_counter() - start, 1)
+        _record_total(out, report, results)
+        print(f"[demo] {results['seconds']['total'] / 60:.1f} min in all; report: {report}")
     return 0
+
+
+def _record_total(out: Path, report: Path, results: dict) -> None:
+    """The compare stage and the whole demo are timed only once the report exists: add them to
+    results.json and to the report's wall-time table."""
+    from eval.compare import RESULTS, load_results, save_results
+
+    saved = load_results(out / RESULTS)
+    saved.setdefault("demo", {})["seconds"] = results["seconds"]
+    save_results(saved, out / RESULTS)
+    seconds = results["seconds"]
+    text = Path(report).read_text().replace(
+        _STAGE_TIMES_PENDING, f"| compare (training, curve points and evaluation of every family) | "
+                              f"{seconds['compare']:,.0f} |\n| **total** | **{seconds['total']:,.0f}** "
+                              f"({seconds['total'] / 60:.1f} min) |")
+    Path(report).write_text(text)
 
 
 # ---------------------------------------------------------------------------- stages
@@ -166,7 +205,8 @@ def _judges(args) -> dict:
 def _tokenizer_title(args) -> str:
     if args.tokenizer:
         return f"tokenizer: using {args.tokenizer}"
-    return (f"tokenizer: training {args.tokenizer_preset} for {args.tokenizer_minutes:g} min, then judging its "
+    return (f"tokenizer: training {args.tokenizer_preset} for {args.tokenizer_steps:,} steps"
+            f"{_cap(args.tokenizer_minutes)}, then judging its "
             f"reconstructions of {args.tokenizer_eval_n} test images")
 
 
@@ -179,7 +219,8 @@ def _tokenizer(args, out: Path) -> str:
     run = out / "tokenizer-run"
     if is_main_process():
         shutil.rmtree(run, ignore_errors=True)   # a demo always starts from scratch
-    train_tokenizer.main(["--preset", args.tokenizer_preset, "--max-minutes", str(args.tokenizer_minutes),
+    train_tokenizer.main(["--preset", args.tokenizer_preset, "--max-steps", str(args.tokenizer_steps),
+                          "--max-minutes", str(args.tokenizer_minutes),
                           "--mixed-precision", args.tokenizer_precision, "--out-dir", str(run),
                           "--eval-n", str(args.tokenizer_eval_n), "--seed", str(args.seed), "--resume", "none"])
     return str(run / "tokenizer")
@@ -204,7 +245,8 @@ def _compare_argv(args, tokenizer: str, tokens: Path) -> list[str]:
     steps = [s for s in args.sample_steps if s.partition("=")[0] in args.families]
     return ["--tokens", str(tokens), "--tokenizer", tokenizer, "--out", args.out, "--retrain",
             "--families", *args.families, "--size", args.size, "--condition", "text",
-            "--max-minutes", str(args.minutes_per_family), "--max-steps", str(args.steps_per_family),
+            "--max-steps", str(args.steps_per_family), "--max-minutes", str(args.minutes_per_family),
+            "--curve-points", str(args.curve_points), "--curve-n", str(args.curve_n),
             "--mixed-precision", args.generator_precision, "--n", str(args.n), "--nll-n", str(args.nll_n),
             "--precision", args.precision, *(["--sample-steps", *steps] if steps else []), "--seed", str(args.seed),
             "--train-flags", f"--batch-size {args.batch_size} --lr {args.lr:g}", *shlex.split(args.compare_flags)]
@@ -238,6 +280,7 @@ def _report_sections(out: Path, results: dict, grids: dict) -> list[str]:
               + ", ".join(f"{size} px {100 * acc['test']:.1f}%" for size, acc in d.items()), ""]
     if "tokenizer" in results:
         lines += _tokenizer_section(results["tokenizer"])
+    lines += _stage_times(results)
     lines += ["## The data and the tokenizer's reconstructions", ""]
     lines += [f"**{name}**\n\n![{name}]({Path(path).relative_to(out)})\n" for name, path in grids.items()]
     return lines
@@ -251,12 +294,32 @@ def _tokenizer_section(t: dict) -> list[str]:
     judge = test.get("judge", {})
     return ["## The tokenizer", "",
             f"`{t['preset']}` (scales {', '.join(test['scales'])}, codebook {test['codebook_size']}) trained from "
-            f"scratch for {t['minutes']:.1f} min ({t['steps']} steps); {test['n']} test images reconstructed:", "",
+            f"scratch for {t['steps']:,} steps" + (f" of {t['batch_size']} ({t['images_seen']:,} images)"
+                                                   if t.get("images_seen") else "")
+            + f", {_precision_text(t.get('precision'))}, in {t['minutes']:.1f} min (stopped by {t.get('stopped', '?')}); "
+            f"{test['n']} test images reconstructed:", "",
             "| PSNR | SSIM | codebook usage per scale | perplexity | judge: caption match | shape | colour | size "
             "| position |", "|---|---|---|---|---|---|---|---|---|",
             f"| {test['psnr']:.2f} dB | {test['ssim']:.3f} | {scales} | {test['all_scales']['perplexity']:.1f} | "
             + " | ".join(f"{100 * judge.get(a, float('nan')):.1f}%"
                          for a in ("caption_match", "shape", "color", "size", "position")) + " |", ""]
+
+
+def _precision_text(choice) -> str:
+    from eval.compare import precision_text
+
+    return precision_text(choice) if choice else "precision not recorded"
+
+
+_STAGE_TIMES_PENDING = "| compare | (timed when the report is written) |"
+
+
+def _stage_times(results: dict) -> list[str]:
+    """Wall time of every stage (the compare stage and the total are filled in at the end)."""
+    seconds = results.get("seconds", {})
+    return ["## Wall time per stage", "", "| stage | seconds |", "|---|---|",
+            *[f"| {stage} | {value:,.0f} |" for stage, value in seconds.items()], _STAGE_TIMES_PENDING,
+            "", "Each family's training, curve points and evaluation are timed apart in the Training table above.", ""]
 
 
 if __name__ == "__main__":

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-vocab-size", type=int, default=512, help="BPE vocabulary for --condition text")
     p.add_argument("--preview-n", type=int, default=8, help="val conditions in each sample grid")
     p.add_argument("--val-n", type=int, default=256, help="val items in the validation loss (0 = none)")
+    p.add_argument("--curve-n", type=int, default=0,
+                   help="samples judged at every --eval-every step and at the end: caption match (or class accuracy) "
+                        "against training images seen, in log.jsonl as eval/judge/... (0 = off; needs --tokenizer)")
     p.add_argument("--eval-n", type=int, default=256,
                    help="samples judged after training, for the first N val conditions (0 = skip; needs --tokenizer)")
     add_dataclass_options(p, TrainConfig, defaults=TRAIN_DEFAULTS, title="training (TrainConfig)")
@@ -82,7 +85,7 @@ def train(argv: list[str]) -> dict | None:
     from ..checkpoint import resolve_resume
     from ..engine import TrainConfig, Trainer
     from ..schedule import ScheduleConfig
-    from ..tasks.generator import GeneratorTask, OptimConfig, SampleConfig
+    from ..tasks.generator import GeneratorTask, OptimConfig, SampleConfig, judged_evaluation
 
     train_config = dataclass_from_args(TrainConfig, args)
     sampling = dataclass_from_args(SampleConfig, args)
@@ -97,7 +100,7 @@ def train(argv: list[str]) -> dict | None:
         task = GeneratorTask(generator, train, val=val, tokenizer=tokenizer,
                              optim=dataclass_from_args(OptimConfig, args),
                              schedule=dataclass_from_args(ScheduleConfig, args), sampling=sampling,
-                             preview_n=args.preview_n, val_n=args.val_n)
+                             preview_n=args.preview_n, val_n=args.val_n, curve_n=args.curve_n)
     except (ValueError, FileNotFoundError) as e:
         hint = "" if tokenizer is not None else \
             f" (the {args.family!r} family may need the tokenizer: pass --tokenizer DIR)"
@@ -174,35 +177,3 @@ def _record_run(args, generator, out_dir: str, resuming: bool) -> None:
         run_file.write_text(json.dumps(record, indent=2))
         if generator.text_tokenizer is not None:
             generator.text_tokenizer.save(str(out / TEXT_TOKENIZER))
-
-
-def judged_evaluation(generator, tokenizer, split, n: int, sampling, seed: int,
-                      batch_size: int = 64) -> dict:
-    """n samples for the first n conditions of `split`, decoded and scored by the dataset's judge;
-    the same judge on the decoded real tokens of those items is the tokenizer's ceiling."""
-    import torch
-
-    from eval.judges import judge_for
-
-    from ..tasks.generator import condition_rows, decode_tokens, sample_tokens
-
-    n = min(n, len(split))
-    image_size = generator.spec.image_size
-    source = split.source
-    judge = judge_for(source, image_size, split.dataset_options)
-    rows = condition_rows(generator, split.labels[:n], list(split.captions[:n]))
-    start = time.perf_counter()
-    maps = sample_tokens(generator, rows, n, sampling, seed, batch_size)
-    sample_seconds = time.perf_counter() - start
-    result = {"n": n, "conditioned_on": generator.config.condition, "source": source,
-              "sampling": {**sampling.resolved(generator), "seed": seed, "batch_size": batch_size},
-              "sample_seconds_per_image": sample_seconds / max(n, 1)}
-    if judge is None:
-        result["judge"] = None
-        result["why"] = f"no embedded judge reads {source!r} images"
-        return result
-    decode = lambda ms: torch.cat(list(decode_tokens(tokenizer, ms, batch_size)))  # noqa: E731
-    targets = list(split.captions[:n]) if judge.condition == "caption" else split.labels[:n]
-    result["judge"] = judge.score(decode(maps), targets)
-    result["reference"] = judge.score(decode([s[:n] for s in split.scales]), targets)
-    return result

@@ -104,6 +104,8 @@ def main(argv: list[str]) -> int:
         tokenizer = trainer.unwrap("autoencoder")
         tokenizer.save_pretrained(out / "tokenizer")
         result = {"preset": args.preset, "dataset": args.dataset, "dataset_options": options, "steps": logs["step"],
+                  "batch_size": train_config.batch_size,
+                  "images_seen": logs["step"] * train_config.batch_size * train_config.grad_accum * trainer.accelerator.num_processes,
                   "minutes": logs["minutes"], "stopped": logs["stopped"], "precision": logs["precision"]}
         if args.eval_n:
             test_set = build_dataset(args.dataset, "test", config.image_size, **options)

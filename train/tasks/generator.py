@@ -18,6 +18,7 @@ once, not once per batch); the dataset the loop sees yields indices and the coll
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,36 @@ def sample_tokens(generator, rows: dict[str, Tensor], n: int, sampling: SampleCo
     return [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
+def judged_evaluation(generator, tokenizer, split, n: int, sampling, seed: int,
+                      batch_size: int = 64, reference: bool = True) -> dict:
+    """n samples for the first n conditions of `split`, decoded and scored by the dataset's judge;
+    with `reference`, the same judge on the decoded real tokens of those items (the tokenizer's
+    ceiling) as well."""
+    from eval.judges import judge_for
+
+    n = min(n, len(split))
+    image_size = generator.spec.image_size
+    source = split.source
+    judge = judge_for(source, image_size, split.dataset_options)
+    rows = condition_rows(generator, split.labels[:n], list(split.captions[:n]))
+    start = time.perf_counter()
+    maps = sample_tokens(generator, rows, n, sampling, seed, batch_size)
+    sample_seconds = time.perf_counter() - start
+    result = {"n": n, "conditioned_on": generator.config.condition, "source": source,
+              "sampling": {**sampling.resolved(generator), "seed": seed, "batch_size": batch_size},
+              "sample_seconds_per_image": sample_seconds / max(n, 1)}
+    if judge is None:
+        result["judge"] = None
+        result["why"] = f"no embedded judge reads {source!r} images"
+        return result
+    decode = lambda ms: torch.cat(list(decode_tokens(tokenizer, ms, batch_size)))  # noqa: E731
+    targets = list(split.captions[:n]) if judge.condition == "caption" else split.labels[:n]
+    result["judge"] = judge.score(decode(maps), targets)
+    if reference:
+        result["reference"] = judge.score(decode([s[:n] for s in split.scales]), targets)
+    return result
+
+
 # ---------------------------------------------------------------------------- the task
 
 class _Indices(torch.utils.data.Dataset):
@@ -189,13 +220,18 @@ class GeneratorTask(TrainTask):
     val (optional): a TokenDataset whose first `preview_n` conditions (the train split's without
     it) are drawn in a sample grid at every `sample_every` step (needs `tokenizer` to decode;
     without it no grids) and whose first `val_n` items give a validation loss (`evaluate`, at
-    `eval_every` and at the end).
+    `eval_every` and at the end).  With `curve_n` > 0 (and a tokenizer), each evaluation also
+    samples the first `curve_n` val conditions and logs the judge's scores (`eval/judge/...`) with
+    the training images seen so far: quality against training, one point per evaluation.
     """
 
     def __init__(self, generator, train, *, val=None, tokenizer=None, optim: OptimConfig | None = None,
                  schedule: ScheduleConfig | None = None, sampling: SampleConfig | None = None,
-                 preview_n: int = 8, val_n: int = 256):
+                 preview_n: int = 8, val_n: int = 256, curve_n: int = 0):
+        if curve_n < 0:
+            raise ValueError(f"curve_n must be >= 0 (0 = no judged points during training), got {curve_n}")
         self.generator, self.train_split, self.val = generator, train, val
+        self.curve_n, self.curve_seconds = curve_n, 0.0
         self.optim, self.schedule = optim or OptimConfig(), schedule or ScheduleConfig()
         self.sampling = sampling or SampleConfig()
         self.optim.validate()
@@ -261,8 +297,14 @@ class GeneratorTask(TrainTask):
                           self.sampling, self.trainer.config.seed, out, title=f"step {step}")
 
     def evaluate(self, step: int) -> dict[str, float]:
-        if self.val_rows is None:
-            return {}
+        metrics = self._val_loss() if self.val_rows is not None else {}
+        config, trainer = self.trainer.config, self.trainer
+        metrics["images_seen"] = step * config.batch_size * config.grad_accum * trainer.accelerator.num_processes
+        if self.curve_n and self.tokenizer is not None and self.val is not None and trainer.is_main_process:
+            metrics.update(self._judged_point())
+        return metrics
+
+    def _val_loss(self) -> dict[str, float]:
         generator = self.trainer.unwrap("generator").generator
         device = generator.device
         torch.manual_seed(self.trainer.config.seed)   # the same masks / noise at every evaluation
@@ -274,6 +316,20 @@ class GeneratorTask(TrainTask):
             loss, _ = generator.loss(tokens, cond or None)
             losses.append(loss.float() * len(tokens[0]))
         return {"val_loss": (torch.stack(losses).sum() / n).item()}
+
+    def _judged_point(self) -> dict[str, float]:
+        """curve_n samples for the first val conditions, judged (a point of the training curve);
+        `curve_seconds` is the wall time all such points took, so a report can set it apart from
+        the training time."""
+        from ..precision import autocast
+
+        start = time.perf_counter()
+        generator = self.trainer.unwrap("generator").generator
+        with autocast(self.trainer.precision, generator.device):
+            result = judged_evaluation(generator, self.tokenizer, self.val, self.curve_n, self.sampling,
+                                       self.trainer.config.seed, reference=False)
+        self.curve_seconds += time.perf_counter() - start
+        return {**{f"judge/{k}": v for k, v in (result["judge"] or {}).items()}, "curve_seconds": self.curve_seconds}
 
 
 def write_sample_grid(generator, tokenizer, rows: dict, sampling: SampleConfig, seed: int, path: str | Path,
