@@ -57,7 +57,11 @@ TRANSITIONS = ("absorbing", "uniform")
 
 @dataclass
 class D3PMConfig(GeneratorConfig):
-    transition: str = "absorbing"        # "absorbing" (a mask state; D3PM-absorbing) or "uniform" (multinomial diffusion)
+    # "uniform" (multinomial diffusion) or "absorbing" (a mask state; D3PM-absorbing).  Uniform is the
+    # default: on the shapes, same model, tokens and steps, absorbing matched 59% of captions at 600
+    # steps and uniform 70%, and uniform reached 99% by step 900; temperature 0, 100 sampling steps or
+    # a hybrid weight of 1 did not close the gap (README, "Why AR and D3PM learned slowly").
+    transition: str = "uniform"
     timesteps: int = 100                 # T forward steps (D3PM uses 1000 on images; elbo_bits runs T forwards)
     noise_schedule: str = "auto"         # "linear" (beta_t = 1/(T-t+1)), "cosine"; auto: linear if absorbing, cosine if uniform
     hybrid_weight: float = 0.01          # lambda of L_vb + lambda CE(x_0) (D3PM: 0.01; 0.001 in some image runs)

@@ -1,15 +1,19 @@
 """`tokgen compare`: the main job.  One tokenizer, one token folder; every requested generator
 family trained on the same tokens with the same budget, then sampled, judged, timed and reported.
 
-    tokgen compare --tokens runs/tokens-shapes --tokenizer runs/tok/tokenizer --max-minutes 10
+    tokgen compare --tokens runs/tokens-shapes --tokenizer runs/tok/tokenizer --max-steps 2000
     tokgen compare --tokens ... --tokenizer ... --families maskgit d3pm --sample-steps maskgit=4,8,12 d3pm=16,64
-    tokgen compare ... --max-steps 2000 --max-minutes 0 --set d3pm:transition=uniform --train-flags "--lr 1e-3"
+    tokgen compare ... --max-steps 3000 --set d3pm:transition=absorbing --train-flags "--lr 1e-3"
     accelerate launch --multi_gpu --num_processes 4 -m train.cli compare --tokens ... --tokenizer ...
 
-For each family the run folder <runs>/<family> is trained by `tokgen train-generator` (called in
-process, with --eval-n 0); a folder that already holds a generator finished with the same
-training flags is loaded instead, and one with other flags (a larger budget, say) is resumed
-(--retrain: start afresh).  Then, on the main process only (the others exit once training is done):
+The budget is --max-steps optimizer steps per family (at the train-generator batch: the same
+training images for every family and on every machine); --max-minutes is an optional wall-time
+cap.  For each family the run folder <runs>/<family> is trained by `tokgen train-generator`
+(called in process, with --eval-n 0), judging --curve-n samples at --curve-points evenly spaced
+steps on the way (quality against training images seen); a folder that already holds a generator
+finished with the same training flags is loaded instead, and one with other flags (a larger
+budget, say) is resumed (--retrain: start afresh).  Then, on the main process only (the others
+exit once training is done):
 
 - N samples per family and sampling step count, for the conditions (captions or labels) of the
   first N validation items, one seed for all;
@@ -21,8 +25,9 @@ training flags is loaded instead, and one with other flags (a larger budget, say
 - NLL in bits per token on held-out test items where the family defines one (AR, VAR exact;
   D3PM its ELBO bound; MaskGIT none).
 
-The report folder gets report.md (one table, best values in bold), quality_vs_time.png, a grid of
-samples per family and step count, and results.json with every number and setting.
+The report folder gets report.md (one table, best values in bold), quality_vs_time.png,
+quality_vs_training.png, a grid of samples per family and step count, and results.json with every
+number and setting, the wall time of each family's training, curve points and evaluation included.
 """
 from __future__ import annotations
 
