@@ -333,7 +333,13 @@ def _setup(s: dict, rows: list[dict]) -> list[str]:
             f"{precision_text(s.get('mixed_precision', '?'))}, seed {s.get('seed', '?')}), then {s.get('n', '?')} "
             f"samples per family and step count ({knobs or 'default sampling'}; precision "
             f"{precision_text(s.get('precision', '?'))}, batch {s.get('sample_batch_size', '?')}, "
-            f"device {s.get('device', '?')})."]
+            f"device {s.get('device', '?')}).",
+            "",
+            "Why one tokenizer for all: VAR needs a multi-scale tokenizer, and the other families read its "
+            "scales as one coarse-to-fine sequence, so every family is decoded by the same decoder and judged "
+            "against the same ceiling; the differences in the table are the generators' alone. (A paired run "
+            "gave AR the same caption match on a single-scale tokenizer's 64 tokens as on these scales: README, "
+            "\"Why AR and D3PM learned slowly\".)"]
 
 
 def precision_text(choice: dict | str) -> str:
