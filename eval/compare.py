@@ -320,12 +320,15 @@ def _setup(s: dict, rows: list[dict]) -> list[str]:
                         if p)
     # the settings each family sampled with (guidance left open resolves to the family's default)
     resolved = {r["family"]: r.get("sampling", {}) for r in rows if r.get("kind") == "generator" and r.get("family")}
-    scales = {f: v.get("cfg_scale") for f, v in resolved.items() if v.get("cfg_scale") is not None}
-    sampling = {k: v for k, v in s.get("sampling", {}).items() if k != "cfg_scale"}
+    sampling = {k: v for k, v in s.get("sampling", {}).items() if k not in ("cfg_scale", "top_p")}
     knobs = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sampling.items() if v is not None)
-    if scales:
-        shown = (f"cfg scale {next(iter(scales.values())):g}" if len(set(scales.values())) == 1 else
-                 "cfg scale " + ", ".join(f"{f} {v:g}" for f, v in scales.items()))
+    for key in ("top_p", "cfg_scale"):   # left open, each family's default: shown per family
+        values = {f: v.get(key) for f, v in resolved.items()}
+        if not any(v is not None for v in values.values()):
+            continue
+        name, text = key.replace("_", " "), lambda v: "none" if v is None else f"{v:g}"
+        shown = (f"{name} {text(next(iter(values.values())))}" if len(set(values.values())) == 1 else
+                 f"{name} " + ", ".join(f"{f} {text(v)}" for f, v in values.items()))
         knobs = ", ".join(p for p in (shown, knobs) if p)
     return [f"One tokenizer (`{s.get('tokenizer', '?')}`), one token folder (`{s.get('tokens', '?')}`); every "
             f"family trained on the same tokens with the same budget ({spend or 'see results.json'} each, size "

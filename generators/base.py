@@ -100,8 +100,10 @@ class Generator(nn.Module):
     family: ClassVar[str] = ""
     config_class: ClassVar[type[GeneratorConfig]] = GeneratorConfig
     uses_text_encoder: ClassVar[bool] = True     # False: text tokens go into the model's own sequence (DALL-E)
-    # the guidance scale samplers use when the caller leaves it open (train.tasks.generator.SampleConfig)
+    # the guidance scale and nucleus mass samplers use when the caller leaves them open
+    # (train.tasks.generator.SampleConfig); None = no nucleus filter
     default_cfg_scale: ClassVar[float] = 3.0
+    default_top_p: ClassVar[float | None] = None
 
     def __init__(self, spec: Any, config: GeneratorConfig | dict | None = None, *, text_tokenizer=None):
         super().__init__()

@@ -88,6 +88,7 @@ def test_every_family_trains_saves_evaluates_and_samples(data, tmp_path, family,
     ev = result["eval"]
     assert ev["n"] == 8 and ev["sampling"]["seed"] == 0
     assert ev["sampling"]["cfg_scale"] == (1.5 if family == "ar" else 3.0)   # the family's default guidance
+    assert ev["sampling"]["top_p"] == (0.9 if family == "ar" else None)     # and nucleus mass
     assert 0 <= ev["judge"]["caption_match"] <= 1 and 0 <= ev["reference"]["caption_match"] <= 1
     model = load_generator(run / "generator")
     assert model.family == family and model.config.condition == condition
@@ -220,3 +221,23 @@ def test_without_a_tokenizer_a_family_trains_or_asks_for_one(data, tmp_path, fam
         return
     assert not (tmp_path / "run" / "samples").exists() and "eval" not in json.loads(
         (tmp_path / "run" / "eval.json").read_text())
+
+
+def test_sampling_left_open_takes_the_family_defaults_and_an_explicit_value_wins(data):
+    """cfg scale and top-p left open resolve to the family's own (AR 1.5 and 0.9, the others 3.0 and no
+    filter); given values are kept, and top_p 1.0 is how a caller turns AR's filter off."""
+    from generators import family_class, sample
+
+    for family, cfg, top_p in (("ar", 1.5, 0.9), ("maskgit", 3.0, None), ("var", 3.0, None), ("d3pm", 3.0, None)):
+        cls = family_class(family)
+        gen = type("Stub", (), {"default_cfg_scale": cls.default_cfg_scale, "default_top_p": cls.default_top_p,
+                                "config": type("C", (), {"condition": "text"})()})()
+        open_ = SampleConfig().resolved(gen)
+        assert (open_["cfg_scale"], open_["top_p"]) == (cfg, top_p), family
+        given = SampleConfig(cfg_scale=2.0, top_p=1.0).resolved(gen)
+        assert (given["cfg_scale"], given["top_p"]) == (2.0, 1.0)
+    # top_p 1.0 keeps every token: the same draw as no filter at all
+    logits = torch.randn(4, 50)
+    a, _ = sample(logits, top_p=1.0, generator=torch.Generator().manual_seed(0))
+    b, _ = sample(logits, top_p=None, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)

@@ -49,10 +49,11 @@ class SampleConfig:
     cfg_scale: float | None = None   # classifier-free guidance; None = the family's default (AR 1.5, others 3.0) for conditional models, 1.0 (off) otherwise
     temperature: float = 1.0         # softmax temperature of the sampled tokens (0 = greedy)
     top_k: int | None = None         # keep the k most likely tokens; None = all
-    top_p: float | None = None       # nucleus sampling: keep the most likely tokens up to this mass; None = all
+    top_p: float | None = None       # nucleus sampling: keep the most likely tokens up to this mass; None = the family's default (AR 0.9, others all), 1.0 = all
 
     def resolved(self, generator) -> dict[str, Any]:
-        """The keyword arguments of `generator.generate`, with the automatic guidance scale filled in."""
+        """The keyword arguments of `generator.generate`, with the family's guidance scale and
+        nucleus mass filled in where they were left open."""
         for name, kind in (("steps", int), ("top_k", int), ("top_p", (int, float))):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
@@ -60,8 +61,9 @@ class SampleConfig:
         cfg = self.cfg_scale
         if cfg is None:
             cfg = 1.0 if generator.config.condition == "none" else generator.default_cfg_scale
+        top_p = self.top_p if self.top_p is not None else generator.default_top_p
         return dict(steps=self.steps, cfg_scale=float(cfg), temperature=self.temperature, top_k=self.top_k,
-                    top_p=self.top_p)
+                    top_p=top_p)
 
 
 # ---------------------------------------------------------------------------- building from data
