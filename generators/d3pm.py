@@ -58,9 +58,10 @@ TRANSITIONS = ("absorbing", "uniform")
 @dataclass
 class D3PMConfig(GeneratorConfig):
     # "uniform" (multinomial diffusion) or "absorbing" (a mask state; D3PM-absorbing).  Uniform is the
-    # default: on the shapes, same model, tokens and steps, absorbing matched 59% of captions at 600
-    # steps and uniform 70%, and uniform reached 99% by step 900; temperature 0, 100 sampling steps or
-    # a hybrid weight of 1 did not close the gap (README, "Why AR and D3PM learned slowly").
+    # default: absorbing matched 59% of the shapes captions after 600 steps whatever the sampler
+    # (temperature 0, 100 steps, hybrid weight 1), and a uniform run was judged at 70% at step 600
+    # and 99% at 900; that run's flags were not kept and the demo did not reproduce it (44% after
+    # 1,000 steps): README, "Why AR and D3PM learned slowly".
     transition: str = "uniform"
     timesteps: int = 100                 # T forward steps (D3PM uses 1000 on images; elbo_bits runs T forwards)
     noise_schedule: str = "auto"         # "linear" (beta_t = 1/(T-t+1)), "cosine"; auto: linear if absorbing, cosine if uniform

@@ -179,6 +179,9 @@ def test_compare_end_to_end_then_loads_the_finished_runs(data, tmp_path, capsys)
     assert "## Quality against training" in (out / "report.md").read_text()
     s = results["settings"]
     assert s["n"] == 8 and s["seed"] == 0 and s["budget"] == {"max_steps": 2, "max_minutes": 0.0}
+    # the flags as given: guidance and top-p left open, resolved per family in each row
+    assert s["sampling"] == {"cfg_scale": None, "temperature": 1.0, "top_k": None, "top_p": None}
+    assert rows[("maskgit", 2)]["sampling"]["cfg_scale"] == 3.0
     assert s["tokenizer"] == str((data / "tokenizer").resolve()) and s["dataset"] == "shapes"
     assert "caption match" in (out / "report.md").read_text()
 

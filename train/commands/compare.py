@@ -387,15 +387,17 @@ def _evaluate(args, argv: list[str], plan: Plan, training: dict, stage) -> dict:
     stage(f"references: {args.n} real val images (the real-vs-real floor) and their tokens decoded (the "
           f"tokenizer's ceiling), against {args.n} real test images")
     ref = _references(args, plan, tokenizer, val, device)
-    rows, sampling = [], {}
+    rows = []
     for family in plan.families:
         stage(f"evaluate {family}: {args.n} samples per sampling step count ({_steps_text(plan.steps[family])}), "
               f"NLL on {args.nll_n} test items")
         began = time.perf_counter()
-        family_rows, sampling = _evaluate_family(args, plan, family, tokenizer, val, test, ref, device)
+        family_rows = _evaluate_family(args, plan, family, tokenizer, val, test, ref, device)
         training[family]["eval_seconds"] = round(time.perf_counter() - began, 1)
         rows += [{**row, "train_steps": training[family].get("steps"),
                   "train_images": training[family].get("images_seen")} for row in family_rows]
+    # the sampling flags as given (None: each family's default, resolved in every row's "sampling")
+    sampling = {name: getattr(args, name) for name in ("cfg_scale", "temperature", "top_k", "top_p")}
     settings = _settings(args, argv, plan, device, ref, sampling, training)
     settings["evaluation_seconds"] = round(time.perf_counter() - start, 1)
     return {"settings": settings, "quality_key": _quality_key(ref.judge), "rows": rows + ref.rows,
@@ -445,7 +447,7 @@ def _evaluate_family(args, plan: Plan, family: str, tokenizer, val, test, ref: R
     attach_tokenizer(generator, tokenizer)
     rows_cond = condition_rows(generator, val.labels[:n], list(val.captions[:n]))
     nll, nll_kind = _likelihood(generator, test, args)
-    rows, settings = [], {}
+    rows = []
     for steps in plan.steps[family]:
         sampling = dataclass_from_args(SampleConfig, args, steps=steps)
         try:
@@ -466,7 +468,7 @@ def _evaluate_family(args, plan: Plan, family: str, tokenizer, val, test, ref: R
                      "grid": _grid(args.out, name, first, ref.titles,
                                    f"{family}, {shown_steps:g} steps, cfg {settings['cfg_scale']:g}"
                                    if shown_steps else family)})
-    return rows, settings
+    return rows
 
 
 # ---------------------------------------------------------------------------- sampling, timing, counting

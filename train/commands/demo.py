@@ -1,6 +1,6 @@
 """`tokgen demo`: the main job on the embedded data, offline, on a laptop CPU, from scratch.
 
-    tokgen demo                                        # about 10-20 minutes on 2 CPU cores (README)
+    tokgen demo                                        # 40 minutes on a 2-core AVX2 CPU (README)
     tokgen demo --tokenizer-steps 3000 --steps-per-family 3000 --n 1000 --nll-n 256
     tokgen demo --families maskgit var --steps-per-family 2000
     tokgen demo --tokenizer runs/tok/tokenizer         # reuse a trained tokenizer: skip its stage
