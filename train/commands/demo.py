@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokenizer preset (multi-scale: VAR needs it)")
     t.add_argument("--tokenizer-scales", default="", metavar="S1,S2,...",
                    help="token scales instead of the preset's own (1,2,3,4,6,8), e.g. 1,2,4,8: 85 tokens make every "
-                        "generator step about 40%% cheaper, but at 1,000 steps AR and D3PM fell to 80%% and 70%% "
+                        "generator step about 40%% cheaper, but at 1,000 steps AR and D3PM fell to 82.5%% and 72.5%% "
                         "(README, \"Why AR and D3PM learned slowly\")")
     t.add_argument("--tokenizer-steps", type=int, default=1_000,
                    help="optimizer steps of the tokenizer at its preset batch (32): 1,000 steps judged 99.6-100%% "
