@@ -252,8 +252,8 @@ def test_config_errors():
         make("gaussian")
     with pytest.raises(ValueError, match="noise_schedule"):
         make(noise_schedule="sigmoid")
-    assert D3PMConfig().transition == "uniform" and D3PMConfig().schedule == "cosine"
-    assert D3PMConfig(transition="absorbing").schedule == "linear"
+    assert D3PMConfig().transition == "absorbing" and D3PMConfig().schedule == "linear"
+    assert D3PMConfig(transition="uniform").schedule == "cosine"
 
 
 # ---------------------------------------------------------------------- learning

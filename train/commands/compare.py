@@ -3,7 +3,7 @@ family trained on the same tokens with the same budget, then sampled, judged, ti
 
     tokgen compare --tokens runs/tokens-shapes --tokenizer runs/tok/tokenizer --max-steps 2000
     tokgen compare --tokens ... --tokenizer ... --families maskgit d3pm --sample-steps maskgit=4,8,12 d3pm=16,64
-    tokgen compare ... --max-steps 3000 --set d3pm:transition=absorbing --train-flags "--lr 1e-3"
+    tokgen compare ... --max-steps 3000 --set d3pm:transition=uniform --train-flags "--lr 1e-3"
     accelerate launch --multi_gpu --num_processes 4 -m train.cli compare --tokens ... --tokenizer ...
 
 The budget is --max-steps optimizer steps per family (at the train-generator batch: the same
