@@ -322,11 +322,12 @@ def _setup(s: dict, rows: list[dict]) -> list[str]:
     resolved = {r["family"]: r.get("sampling", {}) for r in rows if r.get("kind") == "generator" and r.get("family")}
     sampling = {k: v for k, v in s.get("sampling", {}).items() if k not in ("cfg_scale", "top_p")}
     knobs = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sampling.items() if v is not None)
+    text = lambda v: "none" if v is None else f"{v:g}"  # noqa: E731
     for key in ("top_p", "cfg_scale"):   # left open, each family's default: shown per family
         values = {f: v.get(key) for f, v in resolved.items()}
-        if not any(v is not None for v in values.values()):
+        if all(v is None for v in values.values()):
             continue
-        name, text = key.replace("_", " "), lambda v: "none" if v is None else f"{v:g}"
+        name = key.replace("_", " ")
         shown = (f"{name} {text(next(iter(values.values())))}" if len(set(values.values())) == 1 else
                  f"{name} " + ", ".join(f"{f} {text(v)}" for f, v in values.items()))
         knobs = ", ".join(p for p in (shown, knobs) if p)
@@ -336,9 +337,14 @@ def _setup(s: dict, rows: list[dict]) -> list[str]:
             f"{precision_text(s.get('mixed_precision', '?'))}, seed {s.get('seed', '?')}), then {s.get('n', '?')} "
             f"samples per family and step count ({knobs or 'default sampling'}; precision "
             f"{precision_text(s.get('precision', '?'))}, batch {s.get('sample_batch_size', '?')}, "
-            f"device {s.get('device', '?')}).",
-            "",
-            "Why one tokenizer for all: VAR needs a multi-scale tokenizer, and the other families read its "
+            f"device {s.get('device', '?')}).", *_one_tokenizer_why(s)]
+
+
+def _one_tokenizer_why(s: dict) -> list[str]:
+    """Why every family shares the tokenizer, where it is multi-scale (with one scale there is no choice)."""
+    if len((s.get("spec") or {}).get("scales") or ()) < 2:
+        return []
+    return ["", "Why one tokenizer for all: VAR needs a multi-scale tokenizer, and the other families read its "
             "scales as one coarse-to-fine sequence, so every family is decoded by the same decoder and judged "
             "against the same ceiling; the differences in the table are the generators' alone. (A paired run "
             "gave AR the same caption match on a single-scale tokenizer's 64 tokens as on these scales: README, "

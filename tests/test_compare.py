@@ -231,6 +231,10 @@ def test_bad_inputs_give_clear_errors(data, tmp_path):
         tokgen(compare_args(data, out, "--families", "maskgit", "--sample-steps", "d3pm=16"))
     with pytest.raises(SystemExit, match="unknown generator family 'd3mp'"):
         tokgen(compare_args(data, out, "--families", "maskgit", "--set", "d3mp:timesteps=8"))
+    # the demo's tokenizer scales are checked by the tokenizer config before any stage runs
+    with pytest.raises(SystemExit, match="last scale must be the full token map 8"):
+        tokgen(["demo", "--tokenizer-scales", "1,2,4", "--out", str(tmp_path / "demo")])
+    assert not (tmp_path / "demo").exists()
     with pytest.raises(SystemExit, match="ARConfig has no field 'steps'"):
         tokgen(compare_args(data, out, "--families", "ar", "maskgit", "--set", "steps=12"))
     with pytest.raises(SystemExit, match="needs 32 val items"):

@@ -297,12 +297,21 @@ def _curve_argv(args, family: str, plan: Plan) -> list[str]:
     if not args.curve_points or not args.curve_n:
         return ["--eval-every", "0"]
     argv = ["--eval-every", str(max(1, args.max_steps // args.curve_points)), "--curve-n", str(args.curve_n)]
-    for name in ("cfg_scale", "temperature", "top_k", "top_p"):
-        value = getattr(args, name)
+    for name, value in _sampling_flags(args).items():
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]
     steps = plan.steps[family][0]
     return argv + (["--steps", str(steps)] if steps is not None else [])
+
+
+def _sampling_flags(args) -> dict:
+    """The SampleConfig flags as given, steps aside (compare sets those per family): None leaves a
+    setting to each family's default, which every result row records resolved."""
+    import dataclasses
+
+    from ..tasks.generator import SampleConfig
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(SampleConfig) if f.name != "steps"}
 
 
 def _train_or_load(args, family: str, plan: Plan, stage) -> dict:
@@ -396,9 +405,7 @@ def _evaluate(args, argv: list[str], plan: Plan, training: dict, stage) -> dict:
         training[family]["eval_seconds"] = round(time.perf_counter() - began, 1)
         rows += [{**row, "train_steps": training[family].get("steps"),
                   "train_images": training[family].get("images_seen")} for row in family_rows]
-    # the sampling flags as given (None: each family's default, resolved in every row's "sampling")
-    sampling = {name: getattr(args, name) for name in ("cfg_scale", "temperature", "top_k", "top_p")}
-    settings = _settings(args, argv, plan, device, ref, sampling, training)
+    settings = _settings(args, argv, plan, device, ref, _sampling_flags(args), training)
     settings["evaluation_seconds"] = round(time.perf_counter() - start, 1)
     return {"settings": settings, "quality_key": _quality_key(ref.judge), "rows": rows + ref.rows,
             "training": training, "notes": _notes(args, ref)}

@@ -115,10 +115,7 @@ def main(argv: list[str]) -> int:
     for flag, value in (("--tokenizer-minutes", args.tokenizer_minutes), ("--minutes-per-family", args.minutes_per_family)):
         if value < 0:
             raise SystemExit(f"error: {flag} must be >= 0 (0 = no cap), got {value}")
-    scales = args.tokenizer_scales.split(",") if args.tokenizer_scales else []
-    if not all(s.strip().isdigit() and int(s) > 0 for s in scales) or scales != sorted(scales, key=int):
-        raise SystemExit(f"error: --tokenizer-scales must be increasing positive integers like 1,2,4,8 (or '' for the "
-                         f"preset's own), got {args.tokenizer_scales!r}")
+    _check_tokenizer_scales(args)
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,6 +207,20 @@ def _judges(args) -> dict:
 
     return {"shapes_judge": shapes_judge.measure(args.judge_n, 32, 1, args.seed),
             "digits_judge": digits_judge.measure(args.seed)}
+
+
+def _check_tokenizer_scales(args) -> None:
+    """--tokenizer-scales through the tokenizer config's own checks, before the first stage rather
+    than minutes later in train-tokenizer."""
+    if not args.tokenizer_scales:
+        return
+    from tokenizers_vq import get_preset
+
+    try:
+        get_preset(args.tokenizer_preset, scales=tuple(int(s) for s in args.tokenizer_scales.split(",")))
+    except ValueError as e:
+        raise SystemExit(f"error: --tokenizer-scales {args.tokenizer_scales!r}: {e} (or leave it out for the "
+                         f"preset's own scales)") from None
 
 
 def _tokenizer_title(args) -> str:
