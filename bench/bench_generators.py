@@ -19,9 +19,7 @@ bench/README.md says what each figure means.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generators import FAMILIES, build_generator, train_text_tokenizer  # noqa: E402
+from train.machine import describe  # noqa: E402
 from train.precision import SAMPLING_CHOICES, Choice, autocast, resolve_precision  # noqa: E402
 from train.tasks.generator import attach_tokenizer  # noqa: E402
 
@@ -191,21 +190,6 @@ def _speedups(family: str, result: dict, precisions: list[str]) -> dict:
     return out
 
 
-def machine(threads: int, device: torch.device) -> dict:
-    info = {"torch": torch.__version__, "threads": threads, "device": str(device), "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -218,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     # resolved after set_num_threads: the CPU probe times matmuls on the threads the bench uses
     precisions = {p: resolve_precision(p, device, flag="--precisions") for p in dict.fromkeys(args.precisions)}
     text_tokenizer = train_text_tokenizer(CAPTIONS * 4, vocab_size=300) if args.condition == "text" else None
-    report = {"machine": machine(args.threads, device),
+    report = {"machine": describe(device),   # with the float32 matmul rate: the limit's basis
               "config": {**MATCHED, "codebook_size": CODEBOOK, "tokens": f"{SIDE}x{SIDE}",
                          "var_scales": list(VAR_SCALES),
                          "condition": args.condition, "generation_batch": GEN_BATCH, "cfg_scale": CFG,

@@ -267,6 +267,10 @@ def test_demo_runs_every_stage_and_writes_one_report(tmp_path, capsys):
     seconds = results["demo"]["seconds"]
     assert set(seconds) >= {"data", "judges", "tokenizer", "tokens", "compare", "total"}
     assert seconds["total"] >= seconds["compare"] > 0
+    machine = results["demo"]["machine"]   # the wall times' context: another machine compares through the rates
+    assert machine["fp32_matmul_gflops"] > 0 and machine["fp32_matmul_gflops_end"] > 0
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert f"{machine['fp32_matmul_gflops']:g} GFLOP/s at the start" in report
     assert [len(results["training"][f]["curve"]) for f in ("maskgit", "var")] == [1, 1]
     # auto, resolved by the Trainer (training) and by compare (sampling); conftest makes it fp32 on any CPU
     for key in ("mixed_precision", "precision"):

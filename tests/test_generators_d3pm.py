@@ -160,6 +160,39 @@ def test_vb_terms_vanish_for_a_perfect_model_and_gradients_are_finite():
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("kind,schedule", KINDS[:3])
+def test_sample_step_draws_from_the_model_posterior(kind, schedule):
+    """x_s ~ p(x_s | x_t): the frequencies of 20,000 draws per (x_t, t, s) match exp(log_step);
+    the absorbing kind draws by its closed form (a coin per masked token), not from log_step."""
+    T = 8
+    diff = DiscreteDiffusion(kind, V, T, schedule)
+    S, n = diff.num_states, 20_000
+    log_p0 = diff.log_x0(torch.randn(1, 1, V, generator=seeded(0), dtype=torch.float64).float() * 2).expand(1, n, S)
+    for x_t in sorted({0, S - 1}):
+        for t, s in ((T, T - 1), (5, 2), (3, 0)):
+            xt, tt, ss = torch.full((1, n), x_t), torch.tensor([t]), torch.tensor([s])
+            want = diff.log_step(log_p0[:, :1], xt[:, :1], tt, ss).exp()[0, 0].double()     # (S,)
+            if want.isnan().any():
+                continue                                                        # x_t impossible at t (unmasked at T)
+            got = torch.bincount(diff.sample_step(log_p0, xt, tt, ss, seeded(1)).flatten(), minlength=S).double() / n
+            assert torch.allclose(got, want, atol=0.012), (x_t, t, s, got, want)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_absorbing_vb_closed_form_equals_the_kl_of_the_two_posteriors(schedule):
+    """The absorbing kind's weighted cross-entropy is the KL computed from both posteriors, at
+    every t (t = 1 included: -log p(x_0 | x_1)), for masked and unmasked tokens alike."""
+    T = 12
+    diff = DiscreteDiffusion("absorbing", V, T, schedule)
+    x0 = torch.randint(0, V, (T, 64), generator=seeded(0))
+    t = torch.arange(1, T + 1)
+    xt = diff.q_sample(x0, t, seeded(1))
+    log_p0 = diff.log_x0(torch.randn(T, 64, V, generator=seeded(2)) * 3)
+    closed, general = diff.vb_terms(x0, xt, t, log_p0), diff._vb_terms_by_posteriors(x0, xt, t, log_p0)
+    assert (xt == diff.mask_id).any() and (xt != diff.mask_id).any()
+    assert torch.allclose(closed, general, atol=1e-5, rtol=1e-4), (closed - general).abs().max()
+
+
 @pytest.mark.parametrize("transition", ["absorbing", "uniform"])
 def test_hybrid_loss_is_vb_plus_lambda_ce_with_finite_gradients(transition):
     model = make(transition, hybrid_weight=0.25).train()
@@ -170,6 +203,32 @@ def test_hybrid_loss_is_vb_plus_lambda_ce_with_finite_gradients(transition):
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_absorbing_loss_ignores_the_prediction_at_unmasked_tokens():
+    """The absorbing reverse step carries unmasked tokens over, so neither L_vb nor the x_0
+    cross-entropy may train the prediction there (MDLM's carry-over unmasking); the uniform kind
+    reads the prediction at every token and trains it there."""
+    for transition in ("absorbing", "uniform"):
+        model = make(transition, condition="none").train()
+        seen = {}
+        model.tok_emb.register_forward_hook(lambda m, args, out: seen.update(x_t=args[0]))
+
+        def keep_logits(module, args, out):
+            out.retain_grad()
+            seen["logits"] = out
+
+        model.head.register_forward_hook(keep_logits)
+        tokens = [torch.randint(0, V, (16, 4, 4), generator=seeded(0))]
+        loss, _ = model.loss(tokens)
+        loss.backward()
+        grad = seen["logits"].grad.abs().sum(-1)                                # (B, N)
+        if transition == "absorbing":
+            masked = seen["x_t"] == model.diffusion.mask_id
+            assert masked.any() and (~masked).any()
+            assert grad[~masked].max() == 0 and grad[masked].min() > 0
+        else:
+            assert grad.min() > 0
 
 
 # ---------------------------------------------------------------------- the bound
@@ -252,8 +311,9 @@ def test_config_errors():
         make("gaussian")
     with pytest.raises(ValueError, match="noise_schedule"):
         make(noise_schedule="sigmoid")
-    assert D3PMConfig().transition == "absorbing" and D3PMConfig().schedule == "linear"
-    assert D3PMConfig(transition="uniform").schedule == "cosine"
+    assert D3PMConfig().transition == "absorbing" and D3PMConfig().schedule == "cosine"
+    assert D3PMConfig(noise_schedule="auto").schedule == "linear"          # what older checkpoints meant
+    assert D3PMConfig(transition="uniform", noise_schedule="auto").schedule == "cosine"
 
 
 # ---------------------------------------------------------------------- learning

@@ -34,6 +34,10 @@ from pathlib import Path
 
 from . import is_main_process, world_size
 
+# The demo's token scales: 85 tokens (1 + 4 + 16 + 64).  In paired runs at the demo's budget every family
+# matched as many captions or more on them as on the preset's 130 (README, "Why AR and D3PM learned slowly").
+DEMO_SCALES = "1,2,4,8"
+
 HELP = "run the main job on the embedded data: tokenizer, tokens, four generators compared (report.md)"
 
 
@@ -49,10 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer", help="use this trained tokenizer folder instead of training one")
     t.add_argument("--tokenizer-preset", default="shapes-tiny-msvq",
                    help="tokenizer preset (multi-scale: VAR needs it)")
-    t.add_argument("--tokenizer-scales", default="", metavar="S1,S2,...",
-                   help="token scales instead of the preset's own (1,2,3,4,6,8), e.g. 1,2,4,8: 85 tokens make every "
-                        "generator step about 40%% cheaper, but at 1,000 steps AR and D3PM fell to 82.5%% and 72.5%% "
-                        "(README, \"Why AR and D3PM learned slowly\")")
+    t.add_argument("--tokenizer-scales", default=None, metavar="S1,S2,...",
+                   help=f"token scales of a multi-scale preset (default {DEMO_SCALES}; '' keeps the preset's own, "
+                        "1,2,3,4,6,8 for shapes-tiny-msvq): 85 tokens instead "
+                        "of 130 make every generator step cheaper, and every family matched as many or more "
+                        "captions on them in paired runs (README, \"Why AR and D3PM learned slowly\")")
     t.add_argument("--tokenizer-steps", type=int, default=1_000,
                    help="optimizer steps of the tokenizer at its preset batch (32): 1,000 steps judged 99.6-100%% "
                         "(README)")
@@ -123,6 +128,8 @@ def main(argv: list[str]) -> int:
     grids: dict = {}
     main_process = is_main_process()
     total = 5
+    if main_process:   # the machine and its matmul rate now; the rate again at the end (a shared host varies)
+        results["machine"] = _machine()
 
     if main_process:   # quick and single-process: only the main process writes the grids and measures the judges
         t = _stage("embedded data: writing captioned grids", 1, total)
@@ -167,19 +174,41 @@ def main(argv: list[str]) -> int:
 
 
 def _record_total(out: Path, report: Path, results: dict) -> None:
-    """The compare stage and the whole demo are timed only once the report exists: add them to
-    results.json and to the report's wall-time table."""
+    """The compare stage and the whole demo are timed only once the report exists: add them and the
+    machine (its matmul rate measured again) to results.json and to the report's wall-time table."""
     from eval.compare import RESULTS, load_results, save_results
 
+    from ..machine import fp32_matmul_gflops
+
+    machine = results["machine"]
+    machine["fp32_matmul_gflops_end"] = fp32_matmul_gflops(device=machine["device"])
     saved = load_results(out / RESULTS)
-    saved.setdefault("demo", {})["seconds"] = results["seconds"]
+    saved.setdefault("demo", {}).update(seconds=results["seconds"], machine=machine)
     save_results(saved, out / RESULTS)
     seconds = results["seconds"]
     text = Path(report).read_text().replace(
         _STAGE_TIMES_PENDING, f"| compare (training, curve points and evaluation of every family) | "
                               f"{seconds['compare']:,.0f} |\n| **total** | **{seconds['total']:,.0f}** "
-                              f"({seconds['total'] / 60:.1f} min) |")
+                              f"({seconds['total'] / 60:.1f} min) |\n\n{_machine_text(machine)}")
     Path(report).write_text(text)
+
+
+def _machine() -> dict:
+    import torch
+
+    from ..machine import describe
+
+    return describe("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _machine_text(m: dict) -> str:
+    """The machine under the stage times: another machine's wall time compares through the rates."""
+    where = f"GPU {m['gpu']}" if "gpu" in m else f"CPU {m.get('cpu') or 'unknown'} ({m['cpu_capability']})"
+    shape = " @ ".join(f"{a}x{b}" for a, b in ((m["matmul_shape"][0], m["matmul_shape"][1]),
+                                                (m["matmul_shape"][1], m["matmul_shape"][2])))
+    return (f"Machine: {where}, {m['threads']} threads, torch {m['torch']}. Float32 matmul rate ({shape}, measured "
+            f"in this run): {m['fp32_matmul_gflops']:g} GFLOP/s at the start, {m['fp32_matmul_gflops_end']:g} at "
+            f"the end. To compare these times with another machine's, scale by the two machines' rates.")
 
 
 # ---------------------------------------------------------------------------- stages
@@ -210,17 +239,21 @@ def _judges(args) -> dict:
 
 
 def _check_tokenizer_scales(args) -> None:
-    """--tokenizer-scales through the tokenizer config's own checks, before the first stage rather
-    than minutes later in train-tokenizer."""
+    """--tokenizer-scales resolved (DEMO_SCALES for a multi-scale preset unless given) and put
+    through the tokenizer config's own checks, before the first stage rather than minutes later
+    in train-tokenizer."""
+    from tokenizers_vq import PRESETS, get_preset
+
+    if args.tokenizer_scales is None:
+        preset = PRESETS.get(args.tokenizer_preset)
+        args.tokenizer_scales = DEMO_SCALES if preset is not None and preset.quantizer == "msvq" else ""
     if not args.tokenizer_scales:
         return
-    from tokenizers_vq import get_preset
-
     try:
         get_preset(args.tokenizer_preset, scales=tuple(int(s) for s in args.tokenizer_scales.split(",")))
     except ValueError as e:
-        raise SystemExit(f"error: --tokenizer-scales {args.tokenizer_scales!r}: {e} (or leave it out for the "
-                         f"preset's own scales)") from None
+        raise SystemExit(f"error: --tokenizer-scales {args.tokenizer_scales!r}: {e} (or --tokenizer-scales '' "
+                         f"for the preset's own scales)") from None
 
 
 def _tokenizer_title(args) -> str:
