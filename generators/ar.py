@@ -191,7 +191,7 @@ class ARGenerator(Generator):
         N = self.num_tokens
         if steps is not None and steps != N:
             raise ValueError(f"AR draws one token per step: steps must be None or {N} (tokens per image), got {steps}")
-        self._check_cfg(cfg_scale)
+        self._check_sampling(cfg_scale, generator)
         known = self._known(known)
         cond = self._condition(cond)
         B = self._batch_size(cond, num_samples, known[0].shape[0] if known is not None else None)

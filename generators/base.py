@@ -144,7 +144,7 @@ class Generator(nn.Module):
 
     # ------------------------------------------------------------------ conditions
 
-    def make_condition(self, labels: Any = None, captions: list[str] | None = None, *,
+    def make_condition(self, labels: Any = None, captions: str | list[str] | None = None, *,
                        truncate: bool = False) -> Condition | None:
         """The condition this model is built for, from python values: pass what a dataset batch
         has (labels: ints / LongTensor, captions: strings) and the model takes the part it uses
@@ -160,7 +160,12 @@ class Generator(nn.Module):
             return Condition(labels=torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1))
         if captions is None:
             raise ValueError("this generator is caption-conditional: pass captions (a list of strings)")
-        ids, mask = encode_captions(self.text_tokenizer, list(captions), self.config.text_length,
+        captions = [captions] if isinstance(captions, str) else list(captions)   # a bare string is one caption
+        bad = [c for c in captions if not isinstance(c, str)]
+        if bad:
+            raise ValueError(f"captions must be strings, got {type(bad[0]).__name__} {bad[0]!r}: pass a list of "
+                             f"strings (or one string)")
+        ids, mask = encode_captions(self.text_tokenizer, captions, self.config.text_length,
                                     pad_id=self.config.text_pad_id, truncate=truncate)
         return Condition(text_ids=ids.to(self.device), text_mask=mask.to(self.device))
 
@@ -237,10 +242,15 @@ class Generator(nn.Module):
             raise ValueError(f"num_samples must be >= 1, got {b}")
         return b
 
-    def _check_cfg(self, cfg_scale: float) -> None:
+    def _check_sampling(self, cfg_scale: float, generator: torch.Generator | None) -> None:
+        """generate()'s checks shared by every family: guidance needs a condition, and the random
+        generator must live on the model's device (torch draws on the generator's device)."""
         if cfg_scale != 1.0 and self.config.condition == "none":
             raise ValueError(f"cfg_scale={cfg_scale} needs a conditional model; this one is unconditional "
                              f"(condition='none'): use cfg_scale=1.0")
+        if generator is not None and generator.device.type != self.device.type:
+            raise ValueError(f"generator= is a {generator.device.type} torch.Generator but the model is on "
+                             f"{self.device}: pass torch.Generator(device={str(self.device)!r}).manual_seed(seed)")
 
     # ------------------------------------------------------------------ tokens
 

@@ -47,7 +47,7 @@ _ALIASES = {"labels": "labels", "label": "labels", "y": "labels", "class_labels"
 
 
 def as_condition(cond: Any) -> Condition | None:
-    """Condition | dict | LongTensor (B,) labels | list of caption strings | None -> Condition | None."""
+    """Condition | dict | LongTensor (B,) labels | a caption or a list of them | None -> Condition | None."""
     if cond is None or isinstance(cond, Condition):
         return cond
     if isinstance(cond, Tensor):
@@ -55,6 +55,8 @@ def as_condition(cond: Any) -> Condition | None:
             return Condition(labels=cond)
         raise ValueError(f"a bare tensor condition must be class labels (B,) long, got {tuple(cond.shape)} "
                          f"{cond.dtype}: pass captions as Condition(text_ids=..., text_mask=...)")
+    if isinstance(cond, str):
+        return Condition(captions=[cond])                                      # one caption, not one per character
     if isinstance(cond, (list, tuple)) and cond and all(isinstance(c, str) for c in cond):
         return Condition(captions=list(cond))
     if isinstance(cond, dict):

@@ -325,7 +325,7 @@ class D3PMGenerator(Generator):
         steps = (self.config.steps or T) if steps is None else steps
         if not 1 <= steps <= T:
             raise ValueError(f"steps must be in [1, {T}] (timesteps T), got {steps}")
-        self._check_cfg(cfg_scale)
+        self._check_sampling(cfg_scale, generator)
         known = self._known(known)
         cond = self._condition(cond)
         B = self._batch_size(cond, num_samples, known[0].shape[0] if known is not None else None)

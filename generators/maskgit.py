@@ -145,7 +145,7 @@ class MaskGITGenerator(Generator):
         steps = self.config.steps if steps is None else steps
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        self._check_cfg(cfg_scale)
+        self._check_sampling(cfg_scale, generator)
         known = self._known(known)
         cond = self._condition(cond)
         B = self._batch_size(cond, num_samples, known[0].shape[0] if known is not None else None)

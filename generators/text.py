@@ -79,8 +79,8 @@ def encode_captions(tokenizer, captions: list[str], length: int, *, pad_id: int 
         row = enc.ids
         if len(row) > length and not truncate:
             raise ValueError(f"caption {i} ({captions[i][:40]!r}...) has {len(row)} tokens, more than "
-                             f"text_length {length}: shorten it, pass truncate=True, or build the model "
-                             f"with a larger text_length")
+                             f"text_length {length}: shorten it, pass truncate=True (`tokgen sample --truncate`), or "
+                             f"build the model with a larger text_length")
         row = row[:length]
         ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
         mask[i, :len(row)] = True

@@ -288,7 +288,7 @@ class VARGenerator(Generator):
         if steps is not None and steps != K:
             raise ValueError(f"VAR draws one scale per step: steps must be None or {K} (the number of scales), "
                              f"got {steps}")
-        self._check_cfg(cfg_scale)
+        self._check_sampling(cfg_scale, generator)
         known = self._known(known)
         cond = self._condition(cond)
         B = self._batch_size(cond, num_samples, known[0].shape[0] if known is not None else None)

@@ -4,6 +4,7 @@ seeding, `known` tokens, checkpoints (with the text tokenizer), bf16 and input e
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -211,6 +212,10 @@ class TestGeneratorContract:
             model.loss(tokens * 2, cond)
         with pytest.raises(ValueError, match="num_samples"):
             model.generate(None)
+        # a random generator on another device than the model's is refused with the fix (a CPU
+        # generator and a CUDA model; here a model on the meta device, as no CUDA is needed)
+        with pytest.raises(ValueError, match=r"torch.Generator\(device='meta'\)"):
+            copy.deepcopy(model).to("meta").generate(cond, num_samples=4, generator=torch.Generator())
         with pytest.raises(ValueError, match="batch sizes disagree"):
             model.generate(cond if cond is not None else None, num_samples=3,
                            known={"tokens": tokens, "mask": [torch.zeros(4, 4, 4, dtype=torch.bool)]})
@@ -252,6 +257,12 @@ class TestGeneratorContract:
             assert made.labels is None and made.text_ids.shape == (4, 12)
             with pytest.raises(ValueError, match="pass captions"):
                 model.make_condition(labels=[0, 1])
+            # a bare string is one caption (not one per character), through either door
+            one = model.make_condition(captions=CAPTIONS[0])
+            assert one.text_ids.shape == (1, 12) and torch.equal(one.text_ids, made.text_ids[:1])
+            assert model.generate(CAPTIONS[0], steps=None if model.family in FIXED_STEPS else 2)[0].shape[0] == 1
+            with pytest.raises(ValueError, match="captions must be strings"):
+                model.make_condition(captions=["a red circle", 3])
 
 
 def test_build_errors(text_tokenizer):

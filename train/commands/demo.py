@@ -1,19 +1,20 @@
 """`tokgen demo`: the main job on the embedded data, offline, on a laptop CPU, from scratch.
 
-    tokgen demo                                        # 40 minutes on a 2-core AVX2 CPU (README)
+    tokgen demo                                        # 28 minutes on a 2-core AVX2 CPU (README)
     tokgen demo --tokenizer-steps 3000 --steps-per-family 3000 --n 1000 --nll-n 256
     tokgen demo --families maskgit var --steps-per-family 2000
     tokgen demo --tokenizer runs/tok/tokenizer         # reuse a trained tokenizer: skip its stage
 
 Stages: captioned grids of the embedded data; the judges' own accuracy; the multi-scale shapes
-tokenizer (`shapes-tiny-msvq`) trained for --tokenizer-steps and judged; its tokens extracted
-(the train split limited to --token-limit items); then `tokgen compare` on those tokens: the four
-generator families (AR, MaskGIT, VAR, D3PM), caption-conditioned, size mini (width 128, depth 4),
-batch 16, lr 1e-3, each trained for --steps-per-family optimizer steps and judged on a small
-sample at --curve-points points along the way (quality against training images seen), then --n
-samples per family and step count, judged, measured, timed.  The report folder (--out) gets
-report.md (the comparison table first, then the data, judges and tokenizer), the grids,
-quality_vs_time.png, quality_vs_training.png and results.json.
+tokenizer (`shapes-tiny-msvq` at --tokenizer-scales 1,2,4,8) trained for --tokenizer-steps and
+judged; its tokens extracted (the train split limited to --token-limit items); then `tokgen
+compare` on those tokens: the four generator families (AR, MaskGIT, VAR, D3PM),
+caption-conditioned, size mini (width 128, depth 4), batch 16, lr 1e-3, each trained for
+--steps-per-family optimizer steps and judged on a small sample at --curve-points points along the
+way (quality against training images seen), then --n samples per family and step count, judged,
+measured, timed. The report folder (--out) gets report.md (the comparison table first, then the
+data, judges and tokenizer), the grids, quality_vs_time.png, quality_vs_training.png and
+results.json.
 
 Every budget is counted in optimizer steps at a fixed batch, i.e. in training images seen, never
 in wall minutes: the same seed gives the same figures on a fast machine and a slow one (up to

@@ -37,8 +37,31 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: tuple[str,
         elif kind in (int, float, str):  # a field may list its allowed values in metadata["choices"]
             group.add_argument(flag, dest=f.name, type=kind, default=default, choices=f.metadata.get("choices"),
                                help=help_text)
-        else:  # optional values, tuples: given as JSON (or a plain string)
+        elif (base := _optional_scalar(kind)) is not None:  # int | None and kin: a number, or "none"
+            group.add_argument(flag, dest=f.name, type=_or_none(base), default=default,
+                               metavar=f"{_METAVARS[base]}|none", help=help_text)
+        else:  # tuples, lists, dicts: given as JSON (or a plain string)
             group.add_argument(flag, dest=f.name, type=_parse_json, default=default, metavar="JSON", help=help_text)
+
+
+_METAVARS = {int: "INT", float: "FLOAT", str: "TEXT"}
+
+
+def _optional_scalar(kind) -> type | None:
+    """int for `int | None` (float, str alike); None for any other annotation."""
+    args = typing.get_args(kind)
+    rest = [a for a in args if a is not type(None)]
+    if len(args) == 2 and len(rest) == 1 and rest[0] in _METAVARS:
+        return rest[0]
+    return None
+
+
+def _or_none(base: type):
+    """An argparse type: "none" (or "null") -> None, else base(text); argparse names the flag on a bad value."""
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else base(text)
+    parse.__name__ = base.__name__        # argparse's message: "invalid int value: 'x'"
+    return parse
 
 
 def dataclass_from_args(cls, args: argparse.Namespace, **extra):

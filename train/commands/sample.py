@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="class ids, for a class model (-1 = unconditional)")
     prompts.add_argument("--prompts-file", help="a text file, one caption (caption model) or class id (class model) "
                                                 "per line")
+    p.add_argument("--truncate", action="store_true",
+                   help="cut captions longer than the model's text length instead of refusing them")
     p.add_argument("--num-per-prompt", type=int, default=8, help="images per prompt (one grid row each)")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampling: the same seed gives the same images")
     p.add_argument("--batch-size", type=int, default=64, help="images generated at once")
@@ -76,7 +78,7 @@ def run(args) -> Path:
     k = args.num_per_prompt
     labels = None if labels is None else [c for c in labels for _ in range(k)]
     captions = [c for c in captions for _ in range(k)]
-    rows = condition_rows(generator, labels, captions)
+    rows = condition_rows(generator, labels, captions, truncate=args.truncate)
     sampling = dataclass_from_args(SampleConfig, args)
     precision = resolve_precision(args.precision, device)
     print(f"precision: {precision}")

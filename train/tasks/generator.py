@@ -116,10 +116,12 @@ def check_same_spec(token_spec: Any, tokenizer, token_source: str = "the token f
                          f"(tokgen extract-tokens --tokenizer DIR), or re-extract the tokens with this tokenizer")
 
 
-def condition_rows(generator, labels: Any = None, captions: list[str] | None = None) -> dict[str, Tensor]:
+def condition_rows(generator, labels: Any = None, captions: list[str] | None = None, *,
+                   truncate: bool = False) -> dict[str, Tensor]:
     """The model's condition for these rows as a dict of CPU tensors (empty: unconditional), so a
-    batch can gather rows by index and travel to the device like any tensor dict."""
-    cond = generator.make_condition(labels=labels, captions=captions)
+    batch can gather rows by index and travel to the device like any tensor dict.  `truncate`:
+    cut captions longer than the model's text_length instead of refusing them."""
+    cond = generator.make_condition(labels=labels, captions=captions, truncate=truncate)
     if cond is None:
         return {}
     return {k: v.cpu() for k, v in vars(cond).items() if isinstance(v, Tensor)}
