@@ -29,10 +29,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generators import FAMILIES, build_generator, train_text_tokenizer  # noqa: E402
-from train.machine import describe  # noqa: E402
-from train.precision import SAMPLING_CHOICES, Choice, autocast, resolve_precision  # noqa: E402
-from train.tasks.generator import attach_tokenizer  # noqa: E402
+from tokgen.generators import FAMILIES, build_generator, train_text_tokenizer  # noqa: E402
+from tokgen.train.machine import describe  # noqa: E402
+from tokgen.train.precision import SAMPLING_CHOICES, Choice, autocast, resolve_precision  # noqa: E402
+from tokgen.train.tasks.generator import attach_tokenizer  # noqa: E402
 
 MATCHED = dict(width=256, depth=4, heads=8, mlp_ratio=4.0)
 CODEBOOK, SIDE, NUM_CLASSES = 1024, 16, 1000
@@ -61,7 +61,7 @@ def scale_interface(scales: tuple[int, ...]):
     """A random tiny multi-scale tokenizer (codebook 1024, no training): the scale steps VAR takes
     from its tokenizer (lookup, upsample and refine, downsample) at the right sizes.  Only its
     quantizer is ever run; the conv autoencoder around it is minimal."""
-    from tokenizers_vq import VQTokenizer, get_preset
+    from tokgen.tokenizers_vq import VQTokenizer, get_preset
 
     torch.manual_seed(0)
     config = get_preset("shapes-tiny-msvq", image_size=2 * scales[-1], channel_mults=(1, 2), base_width=8,

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from tokgen_io import check_state, read_model, write_model, writing_dir
+from tokgen.io import check_state, read_model, write_model, writing_dir
 
 from .conditioning import ClassEmbedder, Condition, TextConditioner, as_condition
 from .config import GeneratorConfig, resolve_config
@@ -339,7 +339,7 @@ class Generator(nn.Module):
                 pad = config.text_pad_id if config.text_vocab_size else pad_id_of(text_tokenizer)
         elif text_tokenizer is None:
             raise ValueError("condition='text' needs a text tokenizer: train one with "
-                             "generators.train_text_tokenizer(captions, vocab_size) and pass "
+                             "tokgen.generators.train_text_tokenizer(captions, vocab_size) and pass "
                              "text_tokenizer=..., or set text_encoder_path to a local Hugging Face encoder")
         else:
             pad = pad_id_of(text_tokenizer)

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokgen_io import eval_mode
+from tokgen.io import eval_mode
 
 from .base import CondState, Generator, register_family
 from .conditioning import Condition, drop_mask

@@ -25,4 +25,4 @@ echo "[install] installing tokgen$extra (editable) and its dependencies"
 "${PIP[@]}" -q -e ".$extra"
 # pyenv only sees a new console script after a rehash.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
-echo "[install] done: $(command -v tokgen || echo "tokgen not on PATH; use: $PY -m train.cli")"
+echo "[install] done: $(command -v tokgen || echo "tokgen not on PATH; use: $PY -m tokgen")"

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train.engine import TrainConfig, Trainer, TrainTask  # noqa: E402
+from tokgen.train.engine import TrainConfig, Trainer, TrainTask  # noqa: E402
 
 
 class ToyDataset(Dataset):

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import train.checkpoint as ckpt
-from train.checkpoint import NonFiniteError, latest_checkpoint, list_checkpoints, resolve_resume
-from train.engine import TrainConfig, Trainer
+import tokgen.train.checkpoint as ckpt
+from tokgen.train.checkpoint import NonFiniteError, latest_checkpoint, list_checkpoints, resolve_resume
+from tokgen.train.engine import TrainConfig, Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _ddp_worker import ToyDataset, ToyTask  # noqa: E402  (the test helper beside this file)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from eval.compare import (distribution_metrics, judge_and_features, load_results, markdown_table, table,
+from tokgen.eval.compare import (distribution_metrics, judge_and_features, load_results, markdown_table, table,
                           write_report)
-from tokenizers_vq import VQTokenizer, get_preset
-from train.cli import main as tokgen
+from tokgen.tokenizers_vq import VQTokenizer, get_preset
+from tokgen.train.cli import main as tokgen
 
 
 # ---------------------------------------------------------------------------- the report writer
@@ -196,9 +196,9 @@ def test_nfe_counts_core_passes_per_image_and_guidance_twice(cfg_scale):
     """AR: one pass per token (KV cache), VAR: one per scale, MaskGIT / D3PM: one per step; x2 with CFG."""
     from types import SimpleNamespace
 
-    from generators import build_generator
-    from train.commands.compare import _count_nfe
-    from train.tasks.generator import SampleConfig, attach_tokenizer, condition_rows
+    from tokgen.generators import build_generator
+    from tokgen.train.commands.compare import _count_nfe
+    from tokgen.train.tasks.generator import SampleConfig, attach_tokenizer, condition_rows
 
     tokenizer = tiny_tokenizer()
     spec, per_pass = tokenizer.spec, 2 if cfg_scale != 1 else 1

@@ -13,8 +13,8 @@ import torch
 from accelerate.utils import is_tensorboard_available
 from safetensors.torch import load_file
 
-from train.checkpoint import NonFiniteError, is_complete
-from train.engine import EpochBatchSampler, TrainConfig, Trainer
+from tokgen.train.checkpoint import NonFiniteError, is_complete
+from tokgen.train.engine import EpochBatchSampler, TrainConfig, Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _ddp_worker import ToyDataset, ToyTask, make_trainer  # noqa: E402  (the test helper beside this file)

@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from generators import ARGenerator, build_generator, sample, train_text_tokenizer
-from generators.sampling import cfg_mix
+from tokgen.generators import ARGenerator, build_generator, sample, train_text_tokenizer
+from tokgen.generators.sampling import cfg_mix
 
 V = 8
 

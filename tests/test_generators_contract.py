@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from generators import FAMILIES, Condition, Generator, build_generator, load_generator, train_text_tokenizer
+from tokgen.generators import FAMILIES, Condition, Generator, build_generator, load_generator, train_text_tokenizer
 
 CONDITION_KINDS = ("none", "class", "text")
 CAPTIONS = ["a large red circle at the top left", "a small blue square", "", "a green triangle at the center"]
@@ -281,6 +281,6 @@ def test_build_errors(text_tokenizer):
 
 
 def test_config_overrides_and_presets():
-    from generators import SIZES, size_preset
+    from tokgen.generators import SIZES, size_preset
     model = build_generator("maskgit", spec(), {"condition": "none"}, **size_preset("tiny"))
     assert (model.config.width, model.config.depth) == (64, 2) and "small" in SIZES

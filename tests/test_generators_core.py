@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from generators import MASK_SCHEDULES, cfg_mix, filter_logits, guidance_scale, mask_ratio, sample, top_k_filter, top_p_filter
-from generators.conditioning import Condition, as_condition
-from generators.core import (ImagePositions, Transformer, TransformerConfig, block_causal_mask, causal_mask,
+from tokgen.generators import MASK_SCHEDULES, cfg_mix, filter_logits, guidance_scale, mask_ratio, sample, top_k_filter, top_p_filter
+from tokgen.generators.conditioning import Condition, as_condition
+from tokgen.generators.core import (ImagePositions, Transformer, TransformerConfig, block_causal_mask, causal_mask,
                              padding_mask)
-from generators.sampling import gumbel_noise, mix_guided
-from generators.schedules import num_masked_after_step, num_masked_for_training
-from generators.spec import as_spec, check_token_maps, flatten_tokens, unflatten_tokens
-from generators.text import (decode_captions, encode_captions, load_text_tokenizer, max_caption_tokens,
+from tokgen.generators.sampling import gumbel_noise, mix_guided
+from tokgen.generators.schedules import num_masked_after_step, num_masked_for_training
+from tokgen.generators.spec import as_spec, check_token_maps, flatten_tokens, unflatten_tokens
+from tokgen.generators.text import (decode_captions, encode_captions, load_text_tokenizer, max_caption_tokens,
                              train_text_tokenizer)
 
 CAPTIONS = [

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from generators import D3PMGenerator, DiscreteDiffusion, build_generator, diffusion_alpha_bar
-from generators.d3pm import D3PMConfig
+from tokgen.generators import D3PMGenerator, DiscreteDiffusion, build_generator, diffusion_alpha_bar
+from tokgen.generators.d3pm import D3PMConfig
 
 V = 6
 KINDS = [("absorbing", "linear"), ("uniform", "cosine"), ("absorbing", "cosine"), ("uniform", "linear")]

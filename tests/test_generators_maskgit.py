@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from generators import MaskGITGenerator, build_generator, load_generator, sample, train_text_tokenizer
-from generators.sampling import cfg_mix, gumbel_noise
+from tokgen.generators import MaskGITGenerator, build_generator, load_generator, sample, train_text_tokenizer
+from tokgen.generators.sampling import cfg_mix, gumbel_noise
 
 V = 8
 

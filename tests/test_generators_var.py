@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from generators import VARGenerator, build_generator, known_region, load_generator, sample, train_text_tokenizer
-from generators.sampling import cfg_mix
-from tokenizers_vq import MultiScaleVQ
+from tokgen.generators import VARGenerator, build_generator, known_region, load_generator, sample, train_text_tokenizer
+from tokgen.generators.sampling import cfg_mix
+from tokgen.tokenizers_vq import MultiScaleVQ
 
 V = 16
 SCALES = (1, 2, 4)

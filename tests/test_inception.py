@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from eval.features import (
+from tokgen.eval.features import (
     WEIGHTS_ENV,
     WEIGHTS_FILENAME,
     WEIGHTS_URL,

@@ -3,9 +3,11 @@ metadata and the `tokgen` console command."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -61,7 +63,7 @@ def test_pyproject_declares_what_the_readme_promises():
         assert needed in (ROOT / "README.md").read_text(), f"README does not say why {needed} is here"
     assert "torchvision" not in names
     assert any(d.startswith("pytest") for d in meta["optional-dependencies"]["dev"])
-    assert meta["scripts"]["tokgen"] == "train.cli:main"
+    assert meta["scripts"]["tokgen"] == "tokgen.train.cli:main"
     # torch must stay a range that the local CPU wheel satisfies, so pip never replaces it
     torch_req = next(d for d in meta["dependencies"] if d.startswith("torch"))
     assert "==" not in torch_req and "<" not in torch_req
@@ -76,16 +78,16 @@ def test_ci_runs_the_readme_test_command():
 
 @pytest.mark.parametrize("argv", [["--help"], []])
 def test_tokgen_help_lists_commands(argv):
-    out = subprocess.run([sys.executable, "-m", "train.cli", *argv], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-m", "tokgen", *argv], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    from train.cli import COMMANDS
+    from tokgen.train.cli import COMMANDS
 
     for name in COMMANDS:
         assert name in out.stdout
 
 
 def test_every_command_has_help():
-    from train.cli import COMMANDS, _module
+    from tokgen.train.cli import COMMANDS, _module
 
     for name in COMMANDS:
         parser = _module(name).build_parser()
@@ -96,5 +98,60 @@ def test_every_command_has_help():
 
 
 def test_unknown_command_is_an_error():
-    out = subprocess.run([sys.executable, "-m", "train.cli", "frobnicate"], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-m", "tokgen", "frobnicate"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and "invalid choice" in out.stderr
+
+
+# ---------------------------------------------------------------------------- one `tokgen` package
+
+USER_SCRIPT = """
+import sys, torch, tokgen
+assert tokgen.__file__.startswith(sys.prefix), (tokgen.__file__, sys.prefix)     # the wheel, not the checkout
+gen = tokgen.build_generator("maskgit", tokgen.TokenSpec(64, (4,), 16, 3),
+                             dict(width=32, depth=1, heads=4, condition="text"),
+                             text_tokenizer=tokgen.train_text_tokenizer(["a red circle", "a blue square"], 300))
+gen.save_pretrained("gen")
+gen = tokgen.load_generator("gen")
+maps = gen.generate("a red circle", steps=2, generator=torch.Generator(gen.device).manual_seed(0))
+print(tokgen.__version__, 'x'.join(map(str, maps[0].shape)), sorted(m for m in sys.modules if m in ("train", "eval", "generators")))
+"""
+
+
+def test_the_built_wheel_installs_one_tokgen_package_that_a_users_train_and_eval_do_not_shadow(tmp_path):
+    """`pip install` of the wheel into a fresh virtual environment, then, from a folder holding its
+    own train.py, eval.py and generators.py (as research repositories do), `import tokgen` and a
+    three-line sample work; the wheel holds `tokgen` alone, with every sub-package folder in it."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheels), str(ROOT)], check=True, capture_output=True)
+    wheel = next(wheels.glob("tokgen-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"tokgen"}
+    folders = {str(p.parent.relative_to(ROOT)) for p in ROOT.glob("*/**/__init__.py")
+               if p.parts[len(ROOT.parts)] in ("generators", "tokenizers_vq", "train", "eval")}
+    assert {f"tokgen/{f}/__init__.py" for f in folders} <= set(names), "a sub-package is missing from pyproject"
+
+    venv = tmp_path / "venv"        # the test machine's torch and dependencies, this wheel on top
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
+                   capture_output=True)
+    user = tmp_path / "project"
+    user.mkdir()
+    for name in ("train", "eval", "generators"):
+        (user / f"{name}.py").write_text(f"raise SystemExit('the user {name}.py was imported')\n")
+    out = subprocess.run([str(python), "-c", USER_SCRIPT], cwd=user, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    version, shape, shadowed = out.stdout.split(" ", 2)
+    assert version == "0.1.0" and shape == "1x4x4" and shadowed.strip() == "[]", out.stdout
+    console = subprocess.run([str(venv / "bin" / "tokgen"), "--help"], cwd=user, capture_output=True, text=True)
+    assert console.returncode == 0 and "train-generator" in console.stdout
+
+
+def test_no_module_imports_a_part_by_its_folder_name():
+    """`import generators` would load a second copy beside `tokgen.generators` (two registries)."""
+    pattern = re.compile(r"^\s*(from|import) (generators|tokenizers_vq|train|eval|tokgen_io)\b", re.M)
+    offenders = [str(p.relative_to(ROOT)) for folder in ("generators", "tokenizers_vq", "train", "eval", "tokgen",
+                                                         "tests", "bench", "scripts")
+                 for p in (ROOT / folder).rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from generators import build_generator
-from generators.schedules import mask_ratio, num_masked_after_step
+from tokgen.generators import build_generator
+from tokgen.generators.schedules import mask_ratio, num_masked_after_step
 
 V, SIDE = 8, 4
 N = SIDE * SIDE

@@ -8,8 +8,8 @@ import scipy.linalg
 import torch
 from torch.utils.data import DataLoader
 
-from eval.features import FeatureExtractor, JudgeFeatures, extract_features, feature_extractor
-from eval.metrics import (
+from tokgen.eval.features import FeatureExtractor, JudgeFeatures, extract_features, feature_extractor
+from tokgen.eval.metrics import (
     _polynomial_mmd2,
     frechet_distance,
     frechet_distance_from_stats,
@@ -212,7 +212,7 @@ def test_inception_score_rejects_bad_splits():
 # ----------------------------------------------------------------------------------- judge features
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 64 samples, 59 dims: singular
 def test_shapes_judge_features_serve_the_metrics():
-    from train.data.shapes import ShapesDataset
+    from tokgen.train.data.shapes import ShapesDataset
 
     extractor = feature_extractor("shapes-judge", image_size=32)
     assert isinstance(extractor, JudgeFeatures) and isinstance(extractor, FeatureExtractor)

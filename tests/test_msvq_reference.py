@@ -11,8 +11,8 @@ import pytest
 import torch
 from einops import rearrange
 
-from tokenizers_vq import MultiScaleVQ
-from tokenizers_vq.quantizers.msvq import phi_indices
+from tokgen.tokenizers_vq import MultiScaleVQ
+from tokgen.tokenizers_vq.quantizers.msvq import phi_indices
 
 
 @pytest.fixture(autouse=True)

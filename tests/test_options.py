@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from train.commands.options import add_dataclass_options, dataclass_from_args
+from tokgen.train.commands.options import add_dataclass_options, dataclass_from_args
 
 
 @dataclasses.dataclass

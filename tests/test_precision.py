@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from train import precision as P
-from train.precision import autocast, resolve_precision
+from tokgen.train import precision as P
+from tokgen.train.precision import autocast, resolve_precision
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _ddp_worker import ToyDataset, ToyTask  # noqa: E402  (the test helper beside this file)
@@ -159,8 +159,8 @@ def test_the_real_probe_reports_rates():
 # ---------------------------------------------------------------------------- wiring
 
 def test_the_trainer_resolves_auto_and_records_it(tmp_path, capsys):
-    from train.checkpoint import read_trainer_state
-    from train.engine import TrainConfig, Trainer
+    from tokgen.train.checkpoint import read_trainer_state
+    from tokgen.train.engine import TrainConfig, Trainer
 
     config = TrainConfig(out_dir=str(tmp_path), max_steps=2, batch_size=4, save_every=0, resume=None,
                          tensorboard=False, cpu=True)
@@ -174,7 +174,7 @@ def test_the_trainer_resolves_auto_and_records_it(tmp_path, capsys):
 
 
 def test_the_trainer_trains_in_bf16_where_auto_picks_it(tmp_path, monkeypatch):
-    from train.engine import TrainConfig, Trainer
+    from tokgen.train.engine import TrainConfig, Trainer
 
     monkeypatch.setenv(P.FORCE_ENV, "1")
     config = TrainConfig(out_dir=str(tmp_path), max_steps=1, batch_size=4, save_every=0, resume=None,
@@ -186,7 +186,7 @@ def test_the_trainer_trains_in_bf16_where_auto_picks_it(tmp_path, monkeypatch):
 
 
 def test_the_commands_take_the_vocabulary_with_auto_by_default():
-    from train.commands import compare, demo, extract_tokens, sample, train_generator, train_tokenizer
+    from tokgen.train.commands import compare, demo, extract_tokens, sample, train_generator, train_tokenizer
 
     gen = train_generator.build_parser()
     assert gen.parse_args(["--tokens", "t"]).mixed_precision == "auto"
@@ -211,7 +211,7 @@ def test_the_commands_take_the_vocabulary_with_auto_by_default():
 
 
 def test_the_report_states_the_chosen_precision():
-    from eval.compare import precision_text as _precision
+    from tokgen.eval.compare import precision_text as _precision
 
     auto = resolve_precision("auto", CPU).to_dict()     # conftest: fp32
     assert _precision(auto) == "fp32 (auto: TOKGEN_CPU_BF16=0)"

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tokenizers_vq import VQ, MultiScaleVQ, build_quantizer, get_preset
+from tokgen.tokenizers_vq import VQ, MultiScaleVQ, build_quantizer, get_preset
 
 
 @pytest.fixture(autouse=True)

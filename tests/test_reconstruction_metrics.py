@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval.reconstruction import codebook_stats, psnr, ssim
+from tokgen.eval.reconstruction import codebook_stats, psnr, ssim
 
 
 def test_psnr_closed_form():

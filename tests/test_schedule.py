@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.engine import TrainConfig, Trainer
-from train.schedule import ScheduleConfig, budget_scheduler, lr_factor
+from tokgen.train.engine import TrainConfig, Trainer
+from tokgen.train.schedule import ScheduleConfig, budget_scheduler, lr_factor
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _ddp_worker import ToyDataset, ToyTask  # noqa: E402  (the test helper beside this file)

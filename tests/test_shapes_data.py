@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.data.shapes import (
+from tokgen.train.data.shapes import (
     COLORS, POSITIONS, SHAPES, SIZES, ShapesDataset, caption_for, coverage, geometry,
     parse_caption, render, shape_area_factor,
 )

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from eval.judges.shapes import ShapesJudge, degrade, measure
-from train.data.shapes import SHAPES, ShapesDataset, caption_for, parse_caption
+from tokgen.eval.judges.shapes import ShapesJudge, degrade, measure
+from tokgen.train.data.shapes import SHAPES, ShapesDataset, caption_for, parse_caption
 
 ATTRS = ("shape", "color", "size", "position")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tokenizers_vq import (
+from tokgen.tokenizers_vq import (
     LOSS_PRESETS,
     PRESETS,
     QUANTIZER_KINDS,
@@ -29,7 +29,7 @@ from tokenizers_vq import (
     hinge_g_loss,
     read_spec,
 )
-from tokenizers_vq.quantizers.msvq import phi_indices
+from tokgen.tokenizers_vq.quantizers.msvq import phi_indices
 
 PALETTE = torch.tensor(
     [[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.1, 0.2, 0.9], [0.9, 0.9, 0.1], [0.1, 0.1, 0.1], [0.9, 0.9, 0.9]]
@@ -419,7 +419,7 @@ def test_gan_is_off_before_disc_start():
 def test_perceptual_loss_from_local_weights_only(tmp_path):
     from safetensors.torch import save_file
 
-    from tokenizers_vq.perceptual import VGG16Features
+    from tokgen.tokenizers_vq.perceptual import VGG16Features
 
     with pytest.warns(UserWarning, match="perceptual_weights="):
         assert TokenizerLoss(LossConfig()).perceptual is None

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from generators import FAMILIES, load_generator
-from tokenizers_vq import VQTokenizer, get_preset
-from train.cli import main as tokgen
-from train.data.tokens import TokenDataset, write_token_split
-from train.engine import TrainConfig, Trainer
-from train.schedule import ScheduleConfig
-from train.tasks.generator import GeneratorTask, SampleConfig, build_from_tokens, condition_rows, sample_tokens
+from tokgen.generators import FAMILIES, load_generator
+from tokgen.tokenizers_vq import VQTokenizer, get_preset
+from tokgen.train.cli import main as tokgen
+from tokgen.train.data.tokens import TokenDataset, write_token_split
+from tokgen.train.engine import TrainConfig, Trainer
+from tokgen.train.schedule import ScheduleConfig
+from tokgen.train.tasks.generator import GeneratorTask, SampleConfig, build_from_tokens, condition_rows, sample_tokens
 
 SCALES = (1, 2, 4)
 CAPTIONS = ["a large red circle at the top left", "a small blue square in the center",
@@ -123,7 +123,7 @@ def test_a_step_budget_gives_the_same_weights_whatever_the_wall_time(data, tmp_p
     """The same seed and --max-steps on a fast and on a slow machine (here: a clock that runs 1000 s
     per reading, so every step 'takes' minutes) train the same weights: with a step budget, nothing
     in the run (schedule, data, stop) reads the clock.  Judged curve points are logged on the way."""
-    import train.engine as engine
+    import tokgen.train.engine as engine
 
     common = ("--lr-schedule", "cosine", "--warmup-steps", "2", "--eval-n", "0",
               "--eval-every", "2", "--curve-n", "4")
@@ -234,7 +234,7 @@ def test_without_a_tokenizer_a_family_trains_or_asks_for_one(data, tmp_path, fam
 def test_sampling_left_open_takes_the_family_defaults_and_an_explicit_value_wins(data):
     """cfg scale and top-p left open resolve to the family's own (AR 1.5 and 0.9, the others 3.0 and no
     filter); given values are kept, and top_p 1.0 is how a caller turns AR's filter off."""
-    from generators import family_class, sample
+    from tokgen.generators import family_class, sample
 
     for family, cfg, top_p in (("ar", 1.5, 0.9), ("maskgit", 3.0, None), ("var", 3.0, None), ("d3pm", 3.0, None)):
         cls = family_class(family)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ddp_tokenizer_worker import make_trainer, tiny_config  # noqa: E402
-from tokenizers_vq import VQTokenizer  # noqa: E402
+from tokgen.tokenizers_vq import VQTokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "_ddp_tokenizer_worker.py"
@@ -87,7 +87,7 @@ def test_two_processes_keep_kmeans_init_and_dead_codes_in_sync(tmp_path):
 
 def test_command_line_trains_saves_evaluates_and_extracts(tmp_path):
     run, tokens = tmp_path / "run", tmp_path / "tokens"
-    common = [sys.executable, "-m", "train.cli"]
+    common = [sys.executable, "-m", "tokgen"]
     train = subprocess.run(common + ["train-tokenizer", "--preset", "shapes-tiny-msvq", "--set", "base_width=8",
                                      "--set", "z_channels=8", "--max-steps", "4", "--batch-size", "8",
                                      "--out-dir", str(run), "--eval-n", "16", "--sample-every", "2",
@@ -105,8 +105,8 @@ def test_command_line_trains_saves_evaluates_and_extracts(tmp_path):
                                        "--limit", "10", "--splits", "train,test"],
                              capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert extract.returncode == 0, extract.stderr[-3000:]
-    from train.data.shapes import ShapesDataset
-    from train.data.tokens import TokenDataset
+    from tokgen.train.data.shapes import ShapesDataset
+    from tokgen.train.data.tokens import TokenDataset
 
     ds = TokenDataset(tokens, "test")
     assert len(ds) == 10 and [t.shape[-1] for t in ds[0]["tokens"]] == [1, 2, 3, 4, 6, 8]
@@ -132,14 +132,14 @@ def test_command_line_trains_saves_evaluates_and_extracts(tmp_path):
     ds2 = TokenDataset(tmp_path / "two", "val")
     assert ds2.dataset_options == {"num_objects": 2}
     assert ds2[1]["caption"] == ShapesDataset("val", num_objects=2)[1]["caption"] != ShapesDataset("val")[1]["caption"]
-    from eval.judges import judge_for
+    from tokgen.eval.judges import judge_for
     assert judge_for(ds2.source, 32, ds2.dataset_options).num_objects == 2
 
 
 def test_the_same_seed_trains_the_same_tokenizer(tmp_path):
     """Two runs of the command in one process (whose global RNG the first run has moved on) with
     the same --seed end with the same weights: the initial weights come from the seed."""
-    from train.cli import main as tokgen
+    from tokgen.train.cli import main as tokgen
 
     def train(out: Path) -> dict[str, torch.Tensor]:
         assert tokgen(["train-tokenizer", "--preset", "shapes-tiny", "--set", "base_width=8", "--set", "z_channels=8",

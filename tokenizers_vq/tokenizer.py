@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from tokgen_io import check_state, eval_mode, read_model, write_model, writing_dir
+from tokgen.io import check_state, eval_mode, read_model, write_model, writing_dir
 
 from .autoencoder import Decoder, Encoder
 from .config import TokenizerConfig, TokenizerSpec

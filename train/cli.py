@@ -23,7 +23,7 @@ COMMANDS = {
 
 
 def _module(name: str):
-    return importlib.import_module(f"train.commands.{COMMANDS[name]}")
+    return importlib.import_module(f"tokgen.train.commands.{COMMANDS[name]}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ on one CPU core.
 `features()` returns the 64 pre-activation units of the penultimate layer, the digits analogue
 of the Inception pool features used for FID.
 
-Reproduce the reported test accuracy: `python -m eval.judges.digits` (prints JSON).
+Reproduce the reported test accuracy: `python -m tokgen.eval.judges.digits` (prints JSON).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from train.data.digits import IMAGE_SIZES, NUM_CLASSES, DigitsDataset
+from tokgen.train.data.digits import IMAGE_SIZES, NUM_CLASSES, DigitsDataset
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ shifts the colours of an image (it judges content, not sharpness):
    expected number are reported too (up to two more), so an image with too many fails
    ``found``.  A smooth blob of one colour does read as the nearest shape: it is one.
 
-Run ``python -m eval.judges.shapes --n 2000`` to measure accuracy on clean and degraded test
+Run ``python -m tokgen.eval.judges.shapes --n 2000`` to measure accuracy on clean and degraded test
 images and the judging speed (JSON on stdout).
 """
 
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from train.data.shapes import (
+from tokgen.train.data.shapes import (
     COLOR_NAMES, COLORS, POSITIONS, SHAPES, ShapesDataset, coverage, geometry, parse_caption,
     shape_area_factor, shape_centroid_offset,
 )

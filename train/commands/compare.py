@@ -4,7 +4,7 @@ family trained on the same tokens with the same budget, then sampled, judged, ti
     tokgen compare --tokens runs/tokens-shapes --tokenizer runs/tok/tokenizer --max-steps 2000
     tokgen compare --tokens ... --tokenizer ... --families maskgit d3pm --sample-steps maskgit=4,8,12 d3pm=16,64
     tokgen compare ... --max-steps 3000 --set d3pm:transition=uniform --train-flags "--lr 1e-3"
-    accelerate launch --multi_gpu --num_processes 4 -m train.cli compare --tokens ... --tokenizer ...
+    accelerate launch --multi_gpu --num_processes 4 -m tokgen compare --tokens ... --tokenizer ...
 
 The budget is --max-steps optimizer steps per family (at the train-generator batch: the same
 training images for every family and on every machine); --max-minutes is an optional wall-time
@@ -52,7 +52,7 @@ TRAIN_RECORD = "compare-train.json"   # the train-generator flags a finished run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from generators import SIZES
+    from tokgen.generators import SIZES
 
     from ..precision import CHOICES, SAMPLING_CHOICES
     from ..tasks.generator import SampleConfig
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace, argv: list[str], extra_report: list[str] = (),
     results = _evaluate(args, argv, plan, training, stage)
     results.update(extra_results or {})
     stage(f"report: {Path(args.out) / 'report.md'}, quality_vs_time.png, results.json")
-    from eval.compare import write_report
+    from tokgen.eval.compare import write_report
 
     return write_report(args.out, results, extra=list(extra_report))
 
@@ -168,9 +168,9 @@ class Plan:
 def _plan(args) -> Plan:
     """Every input checked before any training: families, step counts, overrides, the token
     folder against the tokenizer and against its dataset, the sizes of the splits."""
-    from generators import family_class
-    from tokenizers_vq import VQTokenizer
-    from train.data.tokens import TokenDataset
+    from tokgen.generators import family_class
+    from tokgen.tokenizers_vq import VQTokenizer
+    from tokgen.train.data.tokens import TokenDataset
 
     from ..tasks.generator import check_same_spec
 
@@ -204,7 +204,7 @@ def _check_source(split, image_size: int, tokens: str, n: int, m: int = 16) -> N
     """The real images come from the dataset itself (with the options the tokens were extracted
     with): its first items must be the token folder's, and its val and test splits must hold n
     images each."""
-    from train.data import build_dataset
+    from tokgen.train.data import build_dataset
 
     source, options = split.source, split.dataset_options
     ds = build_dataset(source, "val", image_size, **options)
@@ -247,7 +247,7 @@ def _overrides(pairs: list[str] | None, families: list[str]) -> dict[str, list[s
     each field checked against the family's config before anything is trained."""
     import dataclasses
 
-    from generators import family_class
+    from tokgen.generators import family_class
 
     out: dict[str, list[str]] = {f: [] for f in families}
     for pair in pairs or []:
@@ -386,8 +386,8 @@ class Reference:
 def _evaluate(args, argv: list[str], plan: Plan, training: dict, stage) -> dict:
     import torch
 
-    from tokenizers_vq import VQTokenizer
-    from train.data.tokens import TokenDataset
+    from tokgen.tokenizers_vq import VQTokenizer
+    from tokgen.train.data.tokens import TokenDataset
 
     start = time.perf_counter()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -413,9 +413,9 @@ def _evaluate(args, argv: list[str], plan: Plan, training: dict, stage) -> dict:
 
 def _references(args, plan: Plan, tokenizer, val, device) -> Reference:
     """The floor (real val vs real test) and the ceiling (decoded val tokens vs real test) rows."""
-    from eval.compare import judge_and_features
-    from eval.judges import judge_for
-    from train.data import build_dataset
+    from tokgen.eval.compare import judge_and_features
+    from tokgen.eval.judges import judge_for
+    from tokgen.train.data import build_dataset
 
     from ..tasks.generator import decode_tokens
 
@@ -443,9 +443,9 @@ def _references(args, plan: Plan, tokenizer, val, device) -> Reference:
 def _evaluate_family(args, plan: Plan, family: str, tokenizer, val, test, ref: Reference, device):
     """Every step count of one family: samples for the val conditions, timed and counted, then
     judged and measured; and its NLL / ELBO on the test items."""
-    from eval.compare import judge_and_features
-    from generators import load_generator
-    from generators.sampling import guided
+    from tokgen.eval.compare import judge_and_features
+    from tokgen.generators import load_generator
+    from tokgen.generators.sampling import guided
 
     from ..tasks.generator import SampleConfig, attach_tokenizer, condition_rows, decode_tokens
 
@@ -592,7 +592,7 @@ def _targets(judge, split, n: int):
 def _extractor(judge, device) -> tuple[object | None, str]:
     """The judge's features; for a dataset without a judge, Inception-v3's when its weights are on
     this machine; else none (FD, KID, precision and recall are then n/a)."""
-    from eval.features import JudgeFeatures, feature_extractor
+    from tokgen.eval.features import JudgeFeatures, feature_extractor
 
     if judge is not None:
         features = JudgeFeatures(judge)
@@ -604,13 +604,13 @@ def _extractor(judge, device) -> tuple[object | None, str]:
 
 
 def _distribution(feats, real_features, args) -> dict:
-    from eval.compare import distribution_metrics
+    from tokgen.eval.compare import distribution_metrics
 
     return distribution_metrics(feats, real_features, seed=args.seed)
 
 
 def _grid(out: str, name: str, images, titles: list[str], title: str) -> str | None:
-    from eval.visualize import save_captioned_grid
+    from tokgen.eval.visualize import save_captioned_grid
 
     if images is None or not len(images):
         return None

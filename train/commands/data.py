@@ -24,8 +24,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from eval.visualize import save_captioned_grid
-    from train.data import build_dataset
+    from tokgen.eval.visualize import save_captioned_grid
+    from tokgen.train.data import build_dataset
 
     ds = build_dataset(args.dataset, args.split, args.image_size, **dataset_options(args))
     n = min(args.n, len(ds))

@@ -177,7 +177,7 @@ def main(argv: list[str]) -> int:
 def _record_total(out: Path, report: Path, results: dict) -> None:
     """The compare stage and the whole demo are timed only once the report exists: add them and the
     machine (its matmul rate measured again) to results.json and to the report's wall-time table."""
-    from eval.compare import RESULTS, load_results, save_results
+    from tokgen.eval.compare import RESULTS, load_results, save_results
 
     from ..machine import fp32_matmul_gflops
 
@@ -217,8 +217,8 @@ def _machine_text(m: dict) -> str:
 def _data_grids(out: Path) -> dict:
     import torch
 
-    from eval.visualize import save_captioned_grid
-    from train.data import build_dataset
+    from tokgen.eval.visualize import save_captioned_grid
+    from tokgen.train.data import build_dataset
 
     grids = {}
     for name in ("shapes", "digits", "photos"):
@@ -232,8 +232,8 @@ def _data_grids(out: Path) -> dict:
 
 
 def _judges(args) -> dict:
-    from eval.judges import digits as digits_judge
-    from eval.judges import shapes as shapes_judge
+    from tokgen.eval.judges import digits as digits_judge
+    from tokgen.eval.judges import shapes as shapes_judge
 
     return {"shapes_judge": shapes_judge.measure(args.judge_n, 32, 1, args.seed),
             "digits_judge": digits_judge.measure(args.seed)}
@@ -243,7 +243,7 @@ def _check_tokenizer_scales(args) -> None:
     """--tokenizer-scales resolved (DEMO_SCALES for a multi-scale preset unless given) and put
     through the tokenizer config's own checks, before the first stage rather than minutes later
     in train-tokenizer."""
-    from tokenizers_vq import PRESETS, get_preset
+    from tokgen.tokenizers_vq import PRESETS, get_preset
 
     if args.tokenizer_scales is None:
         preset = PRESETS.get(args.tokenizer_preset)
@@ -363,7 +363,7 @@ def _tokenizer_section(t: dict) -> list[str]:
 
 
 def _precision_text(choice) -> str:
-    from eval.compare import precision_text
+    from tokgen.eval.compare import precision_text
 
     return precision_text(choice) if choice else "precision not recorded"
 

@@ -45,9 +45,9 @@ def main(argv: list[str]) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from tokenizers_vq import VQTokenizer
-    from train.data import build_dataset
-    from train.data.tokens import check_token_folder, write_token_split
+    from tokgen.tokenizers_vq import VQTokenizer
+    from tokgen.train.data import build_dataset
+    from tokgen.train.data.tokens import check_token_folder, write_token_split
 
     from ..precision import autocast, resolve_precision
 

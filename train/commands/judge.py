@@ -24,13 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.judge in ("shapes", "all"):
-        from eval.judges import shapes
+        from tokgen.eval.judges import shapes
 
         for objects in [args.num_objects] if args.num_objects else [1, 2]:
             for size in [args.image_size] if args.image_size else [32, 64]:
                 print(json.dumps(shapes.measure(args.n, size, objects, args.seed)), flush=True)
     if args.judge in ("digits", "all"):
-        from eval.judges import digits
+        from tokgen.eval.judges import digits
 
         print(json.dumps(digits.measure(args.seed)), flush=True)
     return 0

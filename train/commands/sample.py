@@ -61,9 +61,9 @@ def main(argv: list[str]) -> int:
 def run(args) -> Path:
     import torch
 
-    from eval.visualize import save_captioned_grid
-    from generators import load_generator
-    from tokenizers_vq import VQTokenizer
+    from tokgen.eval.visualize import save_captioned_grid
+    from tokgen.generators import load_generator
+    from tokgen.tokenizers_vq import VQTokenizer
 
     from ..precision import autocast, resolve_precision
     from ..tasks.generator import SampleConfig, attach_tokenizer, condition_rows, condition_titles, sample_tokens

@@ -6,7 +6,7 @@ on a token folder, with Accelerate.
         --family maskgit --size small --condition text --max-minutes 5 --out-dir runs/gen-maskgit
     tokgen train-generator --tokens runs/tokens-shapes --family ar --condition class \\
         --set depth=6 --set positions=sinusoidal_2d --mixed-precision bf16 --ema-decay 0.999
-    accelerate launch --multi_gpu --num_processes 4 -m train.cli train-generator --tokens ... --family var
+    accelerate launch --multi_gpu --num_processes 4 -m tokgen train-generator --tokens ... --family var
 
 The run folder gets checkpoints (resumed automatically: run the same command again), log.jsonl,
 TensorBoard logs, run.json (what was built), text-tokenizer.json (caption models), sample grids
@@ -35,7 +35,7 @@ TRAIN_DEFAULTS = {"out_dir": "runs/generator", "batch_size": 64, "lr": 5e-4, "ma
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from generators import CONDITIONS, FAMILIES, SIZES
+    from tokgen.generators import CONDITIONS, FAMILIES, SIZES
 
     from ..engine import TrainConfig
     from ..schedule import ScheduleConfig
@@ -130,8 +130,8 @@ def train(argv: list[str]) -> dict | None:
 
 
 def _load_inputs(args):
-    from tokenizers_vq import VQTokenizer
-    from train.data.tokens import TokenDataset
+    from tokgen.tokenizers_vq import VQTokenizer
+    from tokgen.train.data.tokens import TokenDataset
 
     from ..tasks.generator import check_same_spec
 
@@ -146,8 +146,8 @@ def _load_inputs(args):
 
 def _build(args, train, val, out_dir: str, resuming: bool):
     """The generator, from the flags and the data; a resumed run reuses its text tokenizer."""
-    from generators import size_preset
-    from generators.text import load_text_tokenizer
+    from tokgen.generators import size_preset
+    from tokgen.generators.text import load_text_tokenizer
 
     from ..tasks.generator import build_from_tokens
 

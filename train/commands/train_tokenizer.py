@@ -2,7 +2,7 @@
 
     tokgen train-tokenizer --preset shapes-tiny --max-minutes 5 --out-dir runs/tok-shapes
     tokgen train-tokenizer --preset shapes-tiny-msvq --set scales=[1,2,4,8] --max-minutes 5
-    accelerate launch --multi_gpu --num_processes 4 -m train.cli train-tokenizer \\
+    accelerate launch --multi_gpu --num_processes 4 -m tokgen train-tokenizer \\
         --preset imagenet-256 --dataset hf:/data/imagenet
 
 The run folder gets checkpoints (resumed automatically), log.jsonl, TensorBoard logs,
@@ -43,7 +43,7 @@ PRESET_TRAINING = {
 
 
 def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
-    from tokenizers_vq import PRESETS
+    from tokgen.tokenizers_vq import PRESETS
 
     from ..engine import TrainConfig
     from ..schedule import ScheduleConfig
@@ -73,10 +73,10 @@ def main(argv: list[str]) -> int:
     import torch
     from accelerate.utils import set_seed
 
-    from eval.judges import judge_for
-    from eval.tokenizer_eval import evaluate_tokenizer
-    from tokenizers_vq import LOSS_PRESETS, TokenizerConfig, get_preset
-    from train.data import build_dataset
+    from tokgen.eval.judges import judge_for
+    from tokgen.eval.tokenizer_eval import evaluate_tokenizer
+    from tokgen.tokenizers_vq import LOSS_PRESETS, TokenizerConfig, get_preset
+    from tokgen.train.data import build_dataset
 
     from ..engine import TrainConfig, Trainer
     from ..schedule import ScheduleConfig

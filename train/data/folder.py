@@ -34,7 +34,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from train.data.transforms import square_tensor
+from tokgen.train.data.transforms import square_tensor
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {  # our split -> names a source may use for it (as `datasets` recognises them)

@@ -78,7 +78,7 @@ def build_from_tokens(train, family: str, config: dict[str, Any], *, text_vocab_
     `text_tokenizer` given, e.g. the one a resumed run saved) and a `text_length` that fits the
     longest of them and of `extra_captions` (the val split's, so that its captions fit too).
     """
-    from generators import build_generator, max_caption_tokens, train_text_tokenizer
+    from tokgen.generators import build_generator, max_caption_tokens, train_text_tokenizer
 
     config = dict(config)
     condition = config.get("condition", "class")
@@ -107,7 +107,7 @@ def attach_tokenizer(generator, tokenizer) -> None:
 
 def check_same_spec(token_spec: Any, tokenizer, token_source: str = "the token folder") -> None:
     """The tokens and the tokenizer that decodes samples must come from the same tokenizer spec."""
-    from generators import as_spec
+    from tokgen.generators import as_spec
 
     ours, theirs = as_spec(token_spec), as_spec(tokenizer.spec)
     if ours != theirs:
@@ -166,7 +166,7 @@ def judged_evaluation(generator, tokenizer, split, n: int, sampling, seed: int,
     """n samples for the first n conditions of `split`, decoded and scored by the dataset's judge;
     with `reference`, the same judge on the decoded real tokens of those items (the tokenizer's
     ceiling) as well."""
-    from eval.judges import judge_for
+    from tokgen.eval.judges import judge_for
 
     n = min(n, len(split))
     image_size = generator.spec.image_size
@@ -340,7 +340,7 @@ def write_sample_grid(generator, tokenizer, rows: dict, sampling: SampleConfig, 
                       title: str | None = None) -> Path:
     """Samples for the conditions of `rows` (top) above the tokenizer's decoding of the real
     tokens those conditions came from (bottom), captioned."""
-    from eval.visualize import save_captioned_grid
+    from tokgen.eval.visualize import save_captioned_grid
 
     n = len(rows["captions"])
     maps = sample_tokens(generator, rows["cond"], n, sampling, seed)

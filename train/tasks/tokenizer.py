@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from eval.reconstruction import psnr
-from eval.visualize import save_grid
-from tokenizers_vq import LossConfig, TokenizerConfig, TokenizerLoss, VQTokenizer, build_discriminator
+from tokgen.eval.reconstruction import psnr
+from tokgen.eval.visualize import save_grid
+from tokgen.tokenizers_vq import LossConfig, TokenizerConfig, TokenizerLoss, VQTokenizer, build_discriminator
 
 from ..engine import TrainConfig, TrainTask
 from ..schedule import ScheduleConfig, budget_scheduler

@@ -1,0 +1,6 @@
+"""`python -m tokgen ...` is the `tokgen` command."""
+import sys
+
+from tokgen.train.cli import main
+
+sys.exit(main())
