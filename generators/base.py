@@ -144,6 +144,15 @@ class Generator(nn.Module):
 
     # ------------------------------------------------------------------ conditions
 
+    def attach_tokenizer(self, tokenizer) -> "Generator":
+        """Take what sampling needs from the tokenizer whose tokens this model learned (checked by
+        spec).  Most families need nothing; VAR overrides it to build each next scale's input
+        through the multi-scale quantizer.  Returns the model."""
+        if hasattr(tokenizer, "spec") and as_spec(tokenizer.spec) != self.spec:
+            raise ValueError(f"the tokenizer has spec {as_spec(tokenizer.spec)} but this generator was built for "
+                             f"{self.spec}: attach the tokenizer whose tokens it models")
+        return self
+
     def make_condition(self, labels: Any = None, captions: str | list[str] | None = None, *,
                        truncate: bool = False) -> Condition | None:
         """The condition this model is built for, from python values: pass what a dataset batch

@@ -47,7 +47,7 @@ from .conditioning import Condition, drop_mask
 from .config import GeneratorConfig
 from .core import ImagePositions, Transformer, TransformerConfig, block_causal_mask
 from .sampling import GUIDANCE_SCHEDULES, guidance_scale, mix_guided, sample
-from .spec import as_spec, unflatten_tokens
+from .spec import unflatten_tokens
 
 SCALE_INPUTS = ("tokenizer", "learned")
 
@@ -160,9 +160,7 @@ class VARGenerator(Generator):
     def attach_tokenizer(self, tokenizer) -> "VARGenerator":
         """The trainer's hook: use `tokenizer.quantizer` (a multi-scale quantizer) for the scale
         inputs.  A model with scale_inputs="learned" (or one scale) needs nothing and keeps none."""
-        if hasattr(tokenizer, "spec") and as_spec(tokenizer.spec) != self.spec:
-            raise ValueError(f"the tokenizer has spec {as_spec(tokenizer.spec)} but this generator was built for "
-                             f"{self.spec}: attach the tokenizer whose tokens it models")
+        super().attach_tokenizer(tokenizer)                                    # the spec check
         if self.config.scale_inputs == "learned" or len(self.scales) == 1:
             return self
         quantizer = getattr(tokenizer, "quantizer", None)

@@ -5,6 +5,7 @@ seeding, `known` tokens, checkpoints (with the text tokenizer), bf16 and input e
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -72,6 +73,15 @@ class TestGeneratorContract:
     def test_registry(self, case):
         model, _ = case
         assert FAMILIES[model.family] is type(model) and model.family in ("ar", "maskgit", "var", "d3pm")
+
+    def test_every_family_attaches_the_tokenizer_of_its_spec_and_refuses_another(self, case):
+        model, _ = case
+        same = type("Tok", (), {"spec": model.spec})()
+        if model.family != "var" or model.config.scale_inputs == "learned":     # VAR's default also needs .quantizer
+            assert model.attach_tokenizer(same) is model
+        other = type("Tok", (), {"spec": dataclasses.replace(model.spec, codebook_size=model.spec.codebook_size + 1)})()
+        with pytest.raises(ValueError, match="attach the tokenizer whose tokens it models"):
+            model.attach_tokenizer(other)
 
     def test_loss_is_finite_and_reaches_every_parameter(self, case):
         model, cond = case

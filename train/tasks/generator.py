@@ -97,12 +97,10 @@ def build_from_tokens(train, family: str, config: dict[str, Any], *, text_vocab_
 
 
 def attach_tokenizer(generator, tokenizer) -> None:
-    """The one family-specific need, generically: a generator that defines
-    `attach_tokenizer(tokenizer)` takes what it needs from the tokenizer (VAR: the multi-scale
-    quantizer's lookup / upsample / downsample); others need nothing."""
-    hook = getattr(generator, "attach_tokenizer", None)
-    if tokenizer is not None and callable(hook):
-        hook(tokenizer)
+    """`generator.attach_tokenizer(tokenizer)` when there is a tokenizer: every family has it (a
+    spec check; VAR also takes the multi-scale quantizer's lookup / upsample / downsample)."""
+    if tokenizer is not None:
+        generator.attach_tokenizer(tokenizer)
 
 
 def check_same_spec(token_spec: Any, tokenizer, token_source: str = "the token folder") -> None:
