@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer-steps", type=int, default=1_000,
                    help="optimizer steps of the tokenizer at its preset batch (32): 1,000 steps judged 99.6-100%% "
                         "(README)")
+    t.add_argument("--tokenizer-batch-size", type=int, default=None,
+                   help="tokenizer training batch (default: the preset's, 32 for the shapes presets)")
     t.add_argument("--tokenizer-minutes", type=float, default=0.0,
                    help="optional wall-time cap on the tokenizer (0 = none)")
     t.add_argument("--tokenizer-eval-n", type=int, default=500,
@@ -115,7 +117,8 @@ def _stage(title: str, number: int, total: int) -> float:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    for flag, value in (("--tokenizer-steps", args.tokenizer_steps), ("--steps-per-family", args.steps_per_family)):
+    for flag, value in (("--tokenizer-steps", args.tokenizer_steps), ("--steps-per-family", args.steps_per_family),
+                        ("--tokenizer-batch-size", 1 if args.tokenizer_batch_size is None else args.tokenizer_batch_size)):
         if value < 1:
             raise SystemExit(f"error: {flag} must be >= 1, got {value}")
     for flag, value in (("--tokenizer-minutes", args.tokenizer_minutes), ("--minutes-per-family", args.minutes_per_family)):
@@ -261,7 +264,8 @@ def _tokenizer_title(args) -> str:
     if args.tokenizer:
         return f"tokenizer: using {args.tokenizer}"
     scales = f" (scales {args.tokenizer_scales})" if args.tokenizer_scales else ""
-    return (f"tokenizer: training {args.tokenizer_preset}{scales} for {args.tokenizer_steps:,} steps"
+    batch = "" if args.tokenizer_batch_size is None else f" of {args.tokenizer_batch_size}"
+    return (f"tokenizer: training {args.tokenizer_preset}{scales} for {args.tokenizer_steps:,} steps{batch}"
             f"{_cap(args.tokenizer_minutes)}, then judging its "
             f"reconstructions of {args.tokenizer_eval_n} test images")
 
@@ -276,7 +280,8 @@ def _tokenizer(args, out: Path) -> str:
     if is_main_process():
         shutil.rmtree(run, ignore_errors=True)   # a demo always starts from scratch
     scales = ["--set", f"scales=[{args.tokenizer_scales}]"] if args.tokenizer_scales else []
-    train_tokenizer.main(["--preset", args.tokenizer_preset, *scales, "--max-steps", str(args.tokenizer_steps),
+    batch = [] if args.tokenizer_batch_size is None else ["--batch-size", str(args.tokenizer_batch_size)]
+    train_tokenizer.main(["--preset", args.tokenizer_preset, *scales, *batch, "--max-steps", str(args.tokenizer_steps),
                           "--max-minutes", str(args.tokenizer_minutes),
                           "--mixed-precision", args.tokenizer_precision, "--out-dir", str(run),
                           "--eval-n", str(args.tokenizer_eval_n), "--seed", str(args.seed), "--resume", "none"])
