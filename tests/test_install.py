@@ -107,20 +107,23 @@ def test_unknown_command_is_an_error():
 USER_SCRIPT = """
 import sys, torch, tokgen
 assert tokgen.__file__.startswith(sys.prefix), (tokgen.__file__, sys.prefix)     # the wheel, not the checkout
-gen = tokgen.build_generator("maskgit", tokgen.TokenSpec(64, (4,), 16, 3),
-                             dict(width=32, depth=1, heads=4, condition="text"),
+tok = tokgen.VQTokenizer(tokgen.get_preset("shapes-tiny-msvq", base_width=8, z_channels=8, scales=(1, 2, 4),
+                                           channel_mults=(1, 2, 2, 2), codebook_size=32, kmeans_init=False))
+gen = tokgen.build_generator("maskgit", tok.spec, dict(width=32, depth=1, heads=4, condition="text"),
                              text_tokenizer=tokgen.train_text_tokenizer(["a red circle", "a blue square"], 300))
-gen.save_pretrained("gen")
-gen = tokgen.load_generator("gen")
-maps = gen.generate("a red circle", steps=2, generator=torch.Generator(gen.device).manual_seed(0))
-print(tokgen.__version__, 'x'.join(map(str, maps[0].shape)), sorted(m for m in sys.modules if m in ("train", "eval", "generators")))
+tokgen.Pipeline(gen, tok).save_pretrained("pipe")
+# the three lines a user writes
+pipe = tokgen.Pipeline.from_pretrained("pipe")
+images = pipe(["a red circle"], num_per_prompt=2, seed=0)
+print(tokgen.__version__, "x".join(map(str, images[0].size)) + f"x{len(images)}",
+      sorted(m for m in sys.modules if m in ("train", "eval", "generators")))
 """
 
 
 def test_the_built_wheel_installs_one_tokgen_package_that_a_users_train_and_eval_do_not_shadow(tmp_path):
     """`pip install` of the wheel into a fresh virtual environment, then, from a folder holding its
     own train.py, eval.py and generators.py (as research repositories do), `import tokgen` and a
-    three-line sample work; the wheel holds `tokgen` alone, with every sub-package folder in it."""
+    three-line pipeline sample work; the wheel holds `tokgen` alone, with every sub-package folder in it."""
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                     str(wheels), str(ROOT)], check=True, capture_output=True)
@@ -143,7 +146,7 @@ def test_the_built_wheel_installs_one_tokgen_package_that_a_users_train_and_eval
     out = subprocess.run([str(python), "-c", USER_SCRIPT], cwd=user, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     version, shape, shadowed = out.stdout.split(" ", 2)
-    assert version == "0.1.0" and shape == "1x4x4" and shadowed.strip() == "[]", out.stdout
+    assert version == "0.1.0" and shape == "32x32x2" and shadowed.strip() == "[]", out.stdout
     console = subprocess.run([str(venv / "bin" / "tokgen"), "--help"], cwd=user, capture_output=True, text=True)
     assert console.returncode == 0 and "train-generator" in console.stdout
 

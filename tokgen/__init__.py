@@ -35,6 +35,7 @@ _API = {
     "Generator": "tokgen.generators", "TokenSpec": "tokgen.generators", "Condition": "tokgen.generators",
     "FAMILIES": "tokgen.generators", "build_generator": "tokgen.generators", "load_generator": "tokgen.generators",
     "train_text_tokenizer": "tokgen.generators",
+    "Pipeline": "tokgen.pipeline", "SampleConfig": "tokgen.pipeline",
 }
 __all__ = sorted(_API) + ["__version__"]
 

@@ -7,7 +7,8 @@
     tokgen sample --generator runs/gen-uncond/generator --tokenizer runs/tok/tokenizer --num-per-prompt 16
     tokgen sample ... --prompts-file prompts.txt      # one caption (or class id) per line
 
-One row per prompt, --num-per-prompt images each; the same --seed gives the same grid.
+One row per prompt, --num-per-prompt images each; the same --seed (and --batch-size) gives the same
+grid.  A thin wrapper over `tokgen.Pipeline` (tokgen/pipeline.py), which your own code can call.
 """
 from __future__ import annotations
 
@@ -59,43 +60,46 @@ def main(argv: list[str]) -> int:
 
 
 def run(args) -> Path:
+    """A thin wrapper over `tokgen.Pipeline`: load it, turn the flags into prompts, sample, draw the grid."""
     import torch
 
     from tokgen.eval.visualize import save_captioned_grid
-    from tokgen.generators import load_generator
-    from tokgen.tokenizers_vq import VQTokenizer
+    from tokgen.pipeline import Pipeline
 
     from ..precision import autocast, resolve_precision
-    from ..tasks.generator import SampleConfig, attach_tokenizer, condition_rows, condition_titles, sample_tokens
+    from ..tasks.generator import SampleConfig
 
     if args.num_per_prompt < 1:
         raise ValueError(f"--num-per-prompt must be >= 1, got {args.num_per_prompt}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = VQTokenizer.from_pretrained(args.tokenizer, device=device)
-    generator = load_generator(args.generator, spec=tokenizer.spec, device=device)
-    attach_tokenizer(generator, tokenizer)
-    labels, captions = _prompts(args, generator.config.condition)
+    pipe = Pipeline.from_pretrained(args.generator, tokenizer=args.tokenizer, device=device)
+    labels, captions = _prompts(args, pipe.generator.config.condition)
     k = args.num_per_prompt
-    labels = None if labels is None else [c for c in labels for _ in range(k)]
-    captions = [c for c in captions for _ in range(k)]
-    rows = condition_rows(generator, labels, captions, truncate=args.truncate)
     sampling = dataclass_from_args(SampleConfig, args)
     precision = resolve_precision(args.precision, device)
     print(f"precision: {precision}")
-    with autocast(precision, device):
-        maps = sample_tokens(generator, rows, len(captions), sampling, args.seed, args.batch_size)
-    # decoded in float32, as compare decodes: the precision choice is the generator's
-    images = torch.cat([tokenizer.decode([m[lo:lo + args.batch_size] for m in maps]).float().cpu()
-                        for lo in range(0, len(captions), args.batch_size)])
-    settings = sampling.resolved(generator)
-    title = (f"{generator.family} | cfg {settings['cfg_scale']:g} | steps {settings['steps'] or 'default'} | "
+    prompts = dict(labels=labels) if labels is not None else dict(captions=captions) if captions is not None else {}
+    with autocast(precision, device):   # the generator's forwards; the pipeline decodes in float32 (as compare)
+        images = pipe(**prompts, num_per_prompt=k, seed=args.seed, batch_size=args.batch_size,
+                      truncate=args.truncate, output_type="pt", **vars(sampling))
+    settings = sampling.resolved(pipe.generator)
+    title = (f"{pipe.generator.family} | cfg {settings['cfg_scale']:g} | steps {settings['steps'] or 'default'} | "
              f"T {settings['temperature']:g} | seed {args.seed}")
-    titles = condition_titles(rows, captions, len(captions))
-    return save_captioned_grid(images, titles, args.out, ncol=k if k > 1 else min(8, len(captions)), suptitle=title)
+    rows = labels if labels is not None else captions if captions is not None else [None]
+    titles = [_title(row) for row in rows for _ in range(k)]
+    return save_captioned_grid(images, titles, args.out, ncol=k if k > 1 else min(8, len(titles)), suptitle=title)
 
 
-def _prompts(args, condition: str) -> tuple[list[int] | None, list[str]]:
-    """(labels or None, captions): one entry per prompt, checked against what the model was trained on."""
+def _title(prompt: int | str | None) -> str:
+    """What a grid row was conditioned on: a class id, a caption, or nothing."""
+    if prompt is None or (isinstance(prompt, int) and prompt < 0):
+        return "unconditional"
+    return f"class {prompt}" if isinstance(prompt, int) else prompt
+
+
+def _prompts(args, condition: str) -> tuple[list[int] | None, list[str] | None]:
+    """(labels, captions), one entry per prompt, the one the model does not take None (both for an
+    unconditional model), checked against what the model was trained on."""
     file_lines = None
     if args.prompts_file:
         path = Path(args.prompts_file)
@@ -109,7 +113,7 @@ def _prompts(args, condition: str) -> tuple[list[int] | None, list[str]]:
         if given or file_lines:
             raise ValueError(f"this generator is unconditional (trained with --condition none): drop "
                              f"{given or '--prompts-file'} and set the count with --num-per-prompt")
-        return None, [""]
+        return None, None
     if condition == "class":
         if args.captions:
             raise ValueError("this generator is class-conditional (trained on class labels), not on captions: "
@@ -117,7 +121,7 @@ def _prompts(args, condition: str) -> tuple[list[int] | None, list[str]]:
         classes = args.classes if args.classes else _class_ids(file_lines) if file_lines else None
         if not classes:
             raise ValueError("this generator is class-conditional: pass --classes ID ... (or --prompts-file)")
-        return classes, [""] * len(classes)
+        return classes, None
     if args.classes:
         raise ValueError("this generator is caption-conditional (trained on captions), not on class labels: pass "
                          "--captions \"a large red circle at the top left\" ... instead of --classes")

@@ -9,9 +9,8 @@ The loop (`train/engine.py`) knows nothing about generators, and this file knows
 families: the model comes from the registry (`generators.build_generator`), the condition of a
 batch from `generator.make_condition(labels=..., captions=...)` (the model takes the part it was
 built for), and a family that needs more than token ids from the tokenizer (VAR: its multi-scale
-quantizer, for the next scale's input) gets it through one hook: `attach_tokenizer` below calls
-`generator.attach_tokenizer(tokenizer)` when the generator defines that method.  Nothing here
-says `if family == ...`.
+quantizer, for the next scale's input) gets it through one hook every family has,
+`generator.attach_tokenizer(tokenizer)`.  Nothing here says `if family == ...`.
 
 Conditions are made once, for the whole split, when the task is built (captions are tokenized
 once, not once per batch); the dataset the loop sees yields indices and the collate gathers rows.
@@ -25,6 +24,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+# sampling lives with the pipeline; re-exported here for the commands and the tests that import it from here
+from tokgen.pipeline import SampleConfig, condition_rows, decode_tokens, sample_tokens  # noqa: F401
 
 from ..engine import TrainConfig, TrainTask
 from ..schedule import ScheduleConfig, budget_scheduler
@@ -41,29 +43,6 @@ class OptimConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"AdamW betas must be in [0, 1), got {self.beta1}, {self.beta2}")
-
-
-@dataclass
-class SampleConfig:
-    steps: int | None = None         # sampling steps (not training steps); None = the family's own (AR: one per token)
-    cfg_scale: float | None = None   # classifier-free guidance; None = the family's default (AR 1.5, others 3.0) for conditional models, 1.0 (off) otherwise
-    temperature: float = 1.0         # softmax temperature of the sampled tokens (0 = greedy)
-    top_k: int | None = None         # keep the k most likely tokens; None = all
-    top_p: float | None = None       # nucleus sampling: keep the most likely tokens up to this mass; None = the family's default (AR 0.9, others all), 1.0 = all
-
-    def resolved(self, generator) -> dict[str, Any]:
-        """The keyword arguments of `generator.generate`, with the family's guidance scale and
-        nucleus mass filled in where they were left open."""
-        for name, kind in (("steps", int), ("top_k", int), ("top_p", (int, float))):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-                raise ValueError(f"{name} must be a number or None, got {value!r}")
-        cfg = self.cfg_scale
-        if cfg is None:
-            cfg = 1.0 if generator.config.condition == "none" else generator.default_cfg_scale
-        top_p = self.top_p if self.top_p is not None else generator.default_top_p
-        return dict(steps=self.steps, cfg_scale=float(cfg), temperature=self.temperature, top_k=self.top_k,
-                    top_p=top_p)
 
 
 # ---------------------------------------------------------------------------- building from data
@@ -114,17 +93,6 @@ def check_same_spec(token_spec: Any, tokenizer, token_source: str = "the token f
                          f"(tokgen extract-tokens --tokenizer DIR), or re-extract the tokens with this tokenizer")
 
 
-def condition_rows(generator, labels: Any = None, captions: list[str] | None = None, *,
-                   truncate: bool = False) -> dict[str, Tensor]:
-    """The model's condition for these rows as a dict of CPU tensors (empty: unconditional), so a
-    batch can gather rows by index and travel to the device like any tensor dict.  `truncate`:
-    cut captions longer than the model's text_length instead of refusing them."""
-    cond = generator.make_condition(labels=labels, captions=captions, truncate=truncate)
-    if cond is None:
-        return {}
-    return {k: v.cpu() for k, v in vars(cond).items() if isinstance(v, Tensor)}
-
-
 def condition_titles(rows: dict[str, Tensor], captions: list[str], n: int) -> list[str]:
     """What each row of a grid was conditioned on, read off the condition itself."""
     if "labels" in rows:
@@ -132,31 +100,6 @@ def condition_titles(rows: dict[str, Tensor], captions: list[str], n: int) -> li
     if "text_ids" in rows:
         return list(captions)
     return ["unconditional"] * n
-
-
-@torch.no_grad()
-def decode_tokens(tokenizer, maps: list[Tensor], batch_size: int):
-    """Token maps (one tensor per scale, N rows) decoded batch by batch: yields (B, 3, H, W)
-    float32 CPU images in [0, 1]."""
-    device = next(tokenizer.parameters()).device
-    with torch.no_grad():
-        for lo in range(0, len(maps[0]), batch_size):
-            yield tokenizer.decode([m[lo:lo + batch_size].to(device) for m in maps]).float().cpu()
-
-
-def sample_tokens(generator, rows: dict[str, Tensor], n: int, sampling: SampleConfig, seed: int,
-                  batch_size: int = 64) -> list[Tensor]:
-    """n token maps per scale for the condition `rows` (n rows, or {} for unconditional), drawn in
-    batches from one seeded generator on the model's device: the same seed gives the same maps."""
-    device = generator.device
-    g = torch.Generator(device=device).manual_seed(seed)
-    kwargs = sampling.resolved(generator)
-    chunks: list[list[Tensor]] = []
-    for lo in range(0, n, batch_size):
-        hi = min(n, lo + batch_size)
-        cond = {k: v[lo:hi].to(device) for k, v in rows.items()} or None
-        chunks.append(generator.generate(cond, num_samples=hi - lo, generator=g, **kwargs))
-    return [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
 def judged_evaluation(generator, tokenizer, split, n: int, sampling, seed: int,
