@@ -161,6 +161,14 @@ class DiscreteDiffusion:
         out = log_fwd + log_marg
         return out - out.logsumexp(dim=-1, keepdim=True)
 
+    def reads_x0(self, x_t: Tensor) -> Tensor:
+        """Where the reverse step reads the model's x_0 (B, N) bool: at every token of the uniform
+        kind; at the masked ones of the absorbing kind, whose step carries unmasked tokens over
+        (MDLM's carry-over unmasking, Sahoo et al. 2024)."""
+        if self.kind == "uniform":
+            return torch.ones_like(x_t, dtype=torch.bool)
+        return x_t == self.mask_id
+
     def sample_step(self, log_p0: Tensor, x_t: Tensor, t: Tensor, s: Tensor,
                     generator: torch.Generator | None = None) -> Tensor:
         """x_s ~ p(x_s | x_t) (B, N) for predicted log p(x_0 | x_t) (B, N, S), 0 <= s < t <= T (B,).
@@ -174,7 +182,7 @@ class DiscreteDiffusion:
         ab_t, ab_s = self._ab(t), self._ab(s)
         w = (ab_s - ab_t) / (1 - ab_t)                                         # (B,) float64
         coin = torch.rand(x_t.shape, generator=generator, device=x_t.device, dtype=torch.float64)
-        reveal = (x_t == self.mask_id) & (coin < w[:, None])
+        reveal = self.reads_x0(x_t) & (coin < w[:, None])
         return torch.where(reveal, sample(log_p0, generator=generator)[0], x_t)
 
     def log_x0(self, logits: Tensor) -> Tensor:
@@ -199,7 +207,7 @@ class DiscreteDiffusion:
         ab_t, ab_s = self._ab(t), self._ab(t - 1)                              # ab_t < ab_s <= 1 for t >= 1
         w = ((ab_s - ab_t) / (1 - ab_t)).float()[:, None]                      # (B, 1)
         nll = -log_p0.gather(-1, x0[..., None]).squeeze(-1).float()            # (B, N)
-        return torch.where(x_t == self.mask_id, w * nll, 0.0)
+        return torch.where(self.reads_x0(x_t), w * nll, 0.0)
 
     def _vb_terms_by_posteriors(self, x0: Tensor, x_t: Tensor, t: Tensor, log_p0: Tensor) -> Tensor:
         """`vb_terms` from the two posteriors of `log_step`, for either kind."""
@@ -278,13 +286,12 @@ class D3PMGenerator(Generator):
         logits = self(x_t, t, self._condition_state(cond, B, drop))            # (B, N, V)
         log_p0 = self.diffusion.log_x0(logits)
         loss_vb = self.diffusion.vb_terms(x0, x_t, t, log_p0).mean()
-        # lambda's x_0 cross-entropy where the reverse step reads the model's x_0: every token of the
-        # uniform kind, the masked ones of the absorbing kind, whose step carries unmasked tokens over
-        # (MDLM's carry-over unmasking, Sahoo et al. 2024): fitting x_0 there too spends the model on
-        # copying its input (at the demo's budget, with cosine: on every token 85.5% of the captions
-        # matched, on the masked ones alone, without L_vb, 96.5%)
+        # lambda's x_0 cross-entropy only where the reverse step reads the model's x_0: fitting it at
+        # carried-over tokens too spends the model on copying its input (at the demo's budget, with
+        # cosine: on every token 85.5% of the captions matched, on the masked ones alone, without
+        # L_vb, 96.5%).
         ce = F.cross_entropy(logits.flatten(0, 1).float(), x0.flatten(), reduction="none").view_as(x0)
-        read = x_t == self.diffusion.mask_id if self.diffusion.kind == "absorbing" else torch.ones_like(x_t, dtype=torch.bool)
+        read = self.diffusion.reads_x0(x_t)
         loss_ce = (ce * read).sum() / read.sum().clamp(min=1)
         loss = loss_vb + self.config.hybrid_weight * loss_ce
         return loss, {"loss": loss.item(), "loss_vb": loss_vb.item(), "loss_ce": loss_ce.item(),

@@ -86,6 +86,13 @@ def decode_tokens(tokenizer, maps: list[Tensor], batch_size: int):
         yield images
 
 
+def prompt_title(prompt: int | str | None) -> str:
+    """What an image was conditioned on, for a grid: a class id, a caption, or nothing."""
+    if prompt is None or (isinstance(prompt, int) and prompt < 0):
+        return "unconditional"
+    return f"class {prompt}" if isinstance(prompt, int) else prompt
+
+
 class Pipeline:
     """A generator and the tokenizer whose tokens it learned (their specs must agree)."""
 

@@ -250,7 +250,7 @@ def _check_tokenizer_scales(args) -> None:
 
     if args.tokenizer_scales is None:
         preset = PRESETS.get(args.tokenizer_preset)
-        args.tokenizer_scales = DEMO_SCALES if preset is not None and preset.quantizer == "msvq" else ""
+        args.tokenizer_scales = DEMO_SCALES if preset is not None and len(preset.spec.scales) > 1 else ""
     if not args.tokenizer_scales:
         return
     try:

@@ -64,7 +64,7 @@ def run(args) -> Path:
     import torch
 
     from tokgen.eval.visualize import save_captioned_grid
-    from tokgen.pipeline import Pipeline
+    from tokgen.pipeline import Pipeline, prompt_title
 
     from ..precision import autocast, resolve_precision
     from ..tasks.generator import SampleConfig
@@ -86,15 +86,8 @@ def run(args) -> Path:
     title = (f"{pipe.generator.family} | cfg {settings['cfg_scale']:g} | steps {settings['steps'] or 'default'} | "
              f"T {settings['temperature']:g} | seed {args.seed}")
     rows = labels if labels is not None else captions if captions is not None else [None]
-    titles = [_title(row) for row in rows for _ in range(k)]
+    titles = [prompt_title(row) for row in rows for _ in range(k)]
     return save_captioned_grid(images, titles, args.out, ncol=k if k > 1 else min(8, len(titles)), suptitle=title)
-
-
-def _title(prompt: int | str | None) -> str:
-    """What a grid row was conditioned on: a class id, a caption, or nothing."""
-    if prompt is None or (isinstance(prompt, int) and prompt < 0):
-        return "unconditional"
-    return f"class {prompt}" if isinstance(prompt, int) else prompt
 
 
 def _prompts(args, condition: str) -> tuple[list[int] | None, list[str] | None]:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 # sampling lives with the pipeline; re-exported here for the commands and the tests that import it from here
-from tokgen.pipeline import SampleConfig, condition_rows, decode_tokens, sample_tokens  # noqa: F401
+from tokgen.pipeline import SampleConfig, condition_rows, decode_tokens, prompt_title, sample_tokens  # noqa: F401
 
 from ..engine import TrainConfig, TrainTask
 from ..schedule import ScheduleConfig, budget_scheduler
@@ -96,10 +96,10 @@ def check_same_spec(token_spec: Any, tokenizer, token_source: str = "the token f
 def condition_titles(rows: dict[str, Tensor], captions: list[str], n: int) -> list[str]:
     """What each row of a grid was conditioned on, read off the condition itself."""
     if "labels" in rows:
-        return [f"class {int(c)}" if c >= 0 else "unconditional" for c in rows["labels"]]
+        return [prompt_title(int(c)) for c in rows["labels"]]
     if "text_ids" in rows:
         return list(captions)
-    return ["unconditional"] * n
+    return [prompt_title(None)] * n
 
 
 def judged_evaluation(generator, tokenizer, split, n: int, sampling, seed: int,
@@ -285,9 +285,7 @@ def write_sample_grid(generator, tokenizer, rows: dict, sampling: SampleConfig, 
 
     n = len(rows["captions"])
     maps = sample_tokens(generator, rows["cond"], n, sampling, seed)
-    device = next(tokenizer.parameters()).device
-    fake = tokenizer.decode([m.to(device) for m in maps]).float().cpu()
-    real = tokenizer.decode([t.to(device) for t in rows["tokens"]]).float().cpu()
+    fake, real = (torch.cat(list(decode_tokens(tokenizer, m, n))) for m in (maps, rows["tokens"]))
     titles = condition_titles(rows["cond"], rows["captions"], n)
     titles += [f"real: {t}" if t else "real" for t in rows["captions"]]
     return save_captioned_grid(torch.cat([fake, real]), titles, path, ncol=n, suptitle=title)
