@@ -16,7 +16,7 @@ from torch.utils.data import Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tokgen.tokenizers_vq import LossConfig, TokenizerConfig  # noqa: E402
-from tokgen.train.data.shapes import ShapesDataset  # noqa: E402
+from tokgen.data.shapes import ShapesDataset  # noqa: E402
 from tokgen.train.engine import TrainConfig, Trainer  # noqa: E402
 from tokgen.train.tasks.tokenizer import TokenizerTask  # noqa: E402
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from tokgen.eval.judges.digits import DigitsJudge, DigitsJudgeConfig, train_digits_classifier
-from tokgen.train.data.digits import SPLITS, DigitsDataset, load_digit_arrays
+from tokgen.data.digits import SPLITS, DigitsDataset, load_digit_arrays
 
 
 @pytest.mark.parametrize("size", [8, 16, 32])

@@ -136,6 +136,7 @@ def test_the_built_wheel_installs_one_tokgen_package_that_a_users_train_and_eval
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"tokgen"}
     folders = {str(p.parent.relative_to(ROOT)) for p in ROOT.glob("*/**/__init__.py")
                if p.parts[len(ROOT.parts)] in ("generators", "tokenizers_vq", "train", "eval")}
+    folders |= {str(p.parent.relative_to(ROOT)).removeprefix("tokgen/") for p in (ROOT / "tokgen").glob("*/**/__init__.py")}
     assert {f"tokgen/{f}/__init__.py" for f in folders} <= set(names), "a sub-package is missing from pyproject"
 
     venv = tmp_path / "venv"        # the test machine's torch and dependencies, this wheel on top

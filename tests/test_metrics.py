@@ -212,7 +212,7 @@ def test_inception_score_rejects_bad_splits():
 # ----------------------------------------------------------------------------------- judge features
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 64 samples, 59 dims: singular
 def test_shapes_judge_features_serve_the_metrics():
-    from tokgen.train.data.shapes import ShapesDataset
+    from tokgen.data.shapes import ShapesDataset
 
     extractor = feature_extractor("shapes-judge", image_size=32)
     assert isinstance(extractor, JudgeFeatures) and isinstance(extractor, FeatureExtractor)

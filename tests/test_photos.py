@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokgen.train.data.photos import PHOTO_NAMES, SPLITS, PhotosDataset, crop_region, load_photo, split_band
+from tokgen.data.photos import PHOTO_NAMES, SPLITS, PhotosDataset, crop_region, load_photo, split_band
 
 
 def test_every_photo_loads_offline_as_rgb():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokgen.train.data.shapes import (
+from tokgen.data.shapes import (
     COLORS, POSITIONS, SHAPES, SIZES, ShapesDataset, caption_for, coverage, geometry,
     parse_caption, render, shape_area_factor,
 )
@@ -44,7 +44,7 @@ def test_same_arguments_give_the_same_item_and_seeds_differ():
 
 
 def test_items_are_the_same_in_another_process():
-    code = ("import hashlib; from train.data.shapes import ShapesDataset; "
+    code = ("import hashlib; from tokgen.data.shapes import ShapesDataset; "
             "ds = ShapesDataset('test', image_size=64, num_objects=2, seed=5); "
             "print(' '.join(hashlib.sha1(ds[i]['image'].numpy().tobytes()).hexdigest() for i in range(5)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

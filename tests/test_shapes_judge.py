@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tokgen.eval.judges.shapes import ShapesJudge, degrade, measure
-from tokgen.train.data.shapes import SHAPES, ShapesDataset, caption_for, parse_caption
+from tokgen.data.shapes import SHAPES, ShapesDataset, caption_for, parse_caption
 
 ATTRS = ("shape", "color", "size", "position")
 

@@ -13,7 +13,7 @@ from PIL import Image
 from tokgen.generators import FAMILIES, load_generator
 from tokgen.tokenizers_vq import VQTokenizer, get_preset
 from tokgen.train.cli import main as tokgen
-from tokgen.train.data.tokens import TokenDataset, write_token_split
+from tokgen.data.tokens import TokenDataset, write_token_split
 from tokgen.train.engine import TrainConfig, Trainer
 from tokgen.train.schedule import ScheduleConfig
 from tokgen.train.tasks.generator import GeneratorTask, SampleConfig, build_from_tokens, condition_rows, sample_tokens

@@ -105,8 +105,8 @@ def test_command_line_trains_saves_evaluates_and_extracts(tmp_path):
                                        "--limit", "10", "--splits", "train,test"],
                              capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert extract.returncode == 0, extract.stderr[-3000:]
-    from tokgen.train.data.shapes import ShapesDataset
-    from tokgen.train.data.tokens import TokenDataset
+    from tokgen.data.shapes import ShapesDataset
+    from tokgen.data.tokens import TokenDataset
 
     ds = TokenDataset(tokens, "test")
     assert len(ds) == 10 and [t.shape[-1] for t in ds[0]["tokens"]] == [1, 2, 3, 4, 6, 8]

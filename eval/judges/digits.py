@@ -3,7 +3,7 @@
 Every input goes through the same path the classifier was trained on: RGB -> grey (channel
 mean) -> 8x8 by area averaging (the digits' native resolution, so 16 and 32 px images are judged
 by the same network) -> CNN.  The classifier is trained once per process and config, on the
-train split of `train.data.digits` at all three sizes pooled (8, 16->8, 32->8), with small
+train split of `tokgen.data.digits` at all three sizes pooled (8, 16->8, 32->8), with small
 sub-pixel shifts and pixel noise so that it is not thrown by the blur and grain of generated
 images.  Training is deterministic (its own seed, global RNG untouched) and takes a few seconds
 on one CPU core.
@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tokgen.train.data.digits import IMAGE_SIZES, NUM_CLASSES, DigitsDataset
+from tokgen.data.digits import IMAGE_SIZES, NUM_CLASSES, DigitsDataset
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ shifts the colours of an image (it judges content, not sharpness):
    around but keeps its sum (the area) and its centroid, and zero-mean noise cancels in both.
 4. For each shape hypothesis the area gives the extent (area = factor * extent^2), the centroid
    gives the centre (the triangle's centroid sits extent/6 below its box centre), and
-   ``train.data.shapes.coverage`` draws that prototype with the dataset's own renderer, at a
+   ``tokgen.data.shapes.coverage`` draws that prototype with the dataset's own renderer, at a
    few blur levels.  The shape is the hypothesis with the smallest squared error to the
    occupancy map: matching whole prototypes uses every pixel of the object, so it does not
    depend on any edge being sharp.
@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from tokgen.train.data.shapes import (
+from tokgen.data.shapes import (
     COLOR_NAMES, COLORS, POSITIONS, SHAPES, ShapesDataset, coverage, geometry, parse_caption,
     shape_area_factor, shape_centroid_offset,
 )

@@ -170,7 +170,7 @@ def _plan(args) -> Plan:
     folder against the tokenizer and against its dataset, the sizes of the splits."""
     from tokgen.generators import family_class
     from tokgen.tokenizers_vq import VQTokenizer
-    from tokgen.train.data.tokens import TokenDataset
+    from tokgen.data.tokens import TokenDataset
 
     from ..tasks.generator import check_same_spec
 
@@ -204,7 +204,7 @@ def _check_source(split, image_size: int, tokens: str, n: int, m: int = 16) -> N
     """The real images come from the dataset itself (with the options the tokens were extracted
     with): its first items must be the token folder's, and its val and test splits must hold n
     images each."""
-    from tokgen.train.data import build_dataset
+    from tokgen.data import build_dataset
 
     source, options = split.source, split.dataset_options
     ds = build_dataset(source, "val", image_size, **options)
@@ -387,7 +387,7 @@ def _evaluate(args, argv: list[str], plan: Plan, training: dict, stage) -> dict:
     import torch
 
     from tokgen.tokenizers_vq import VQTokenizer
-    from tokgen.train.data.tokens import TokenDataset
+    from tokgen.data.tokens import TokenDataset
 
     start = time.perf_counter()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -415,7 +415,7 @@ def _references(args, plan: Plan, tokenizer, val, device) -> Reference:
     """The floor (real val vs real test) and the ceiling (decoded val tokens vs real test) rows."""
     from tokgen.eval.compare import judge_and_features
     from tokgen.eval.judges import judge_for
-    from tokgen.train.data import build_dataset
+    from tokgen.data import build_dataset
 
     from ..tasks.generator import decode_tokens
 

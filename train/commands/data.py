@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     from tokgen.eval.visualize import save_captioned_grid
-    from tokgen.train.data import build_dataset
+    from tokgen.data import build_dataset
 
     ds = build_dataset(args.dataset, args.split, args.image_size, **dataset_options(args))
     n = min(args.n, len(ds))

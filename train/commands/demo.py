@@ -221,7 +221,7 @@ def _data_grids(out: Path) -> dict:
     import torch
 
     from tokgen.eval.visualize import save_captioned_grid
-    from tokgen.train.data import build_dataset
+    from tokgen.data import build_dataset
 
     grids = {}
     for name in ("shapes", "digits", "photos"):

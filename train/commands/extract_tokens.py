@@ -46,8 +46,8 @@ def main(argv: list[str]) -> int:
     from tqdm.auto import tqdm
 
     from tokgen.tokenizers_vq import VQTokenizer
-    from tokgen.train.data import build_dataset
-    from tokgen.train.data.tokens import check_token_folder, write_token_split
+    from tokgen.data import build_dataset
+    from tokgen.data.tokens import check_token_folder, write_token_split
 
     from ..precision import autocast, resolve_precision
 

@@ -131,7 +131,7 @@ def train(argv: list[str]) -> dict | None:
 
 def _load_inputs(args):
     from tokgen.tokenizers_vq import VQTokenizer
-    from tokgen.train.data.tokens import TokenDataset
+    from tokgen.data.tokens import TokenDataset
 
     from ..tasks.generator import check_same_spec
 

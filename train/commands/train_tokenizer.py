@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     from tokgen.eval.judges import judge_for
     from tokgen.eval.tokenizer_eval import evaluate_tokenizer
     from tokgen.tokenizers_vq import LOSS_PRESETS, TokenizerConfig, get_preset
-    from tokgen.train.data import build_dataset
+    from tokgen.data import build_dataset
 
     from ..engine import TrainConfig, Trainer
     from ..schedule import ScheduleConfig

@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tokgen.train.data.transforms import pil_to_tensor, resize_by_factor, to_rgb
+from tokgen.data.transforms import pil_to_tensor, resize_by_factor, to_rgb
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = {"train": 0.60, "val": 0.20, "test": 0.20}  # along each photo's longer side

@@ -5,7 +5,7 @@
 
 Both give the standard items {"image": float32 (3, S, S) in [0, 1], "label": int (-1 if none),
 "caption": str ("" if none)}: every image is converted to RGB, its shorter side resized to S
-and the centre S x S kept (`train.data.transforms.square_tensor`).
+and the centre S x S kept (`tokgen.data.transforms.square_tensor`).
 
 Splits.  A source split named train / validation (val, valid, dev) / test is used as it is.  A
 split the source lacks is carved out of its train split (or out of its only split) by a hash of
@@ -34,7 +34,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tokgen.train.data.transforms import square_tensor
+from tokgen.data.transforms import square_tensor
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {  # our split -> names a source may use for it (as `datasets` recognises them)
