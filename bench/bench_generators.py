@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tokgen.generators import FAMILIES, build_generator, train_text_tokenizer  # noqa: E402
+from tokgen.generators import (CONDITIONS, FAMILIES, build_generator, condition_kind, family_class,  # noqa: E402
+                               train_text_tokenizer)
 from tokgen.train.machine import describe  # noqa: E402
 from tokgen.train.precision import SAMPLING_CHOICES, Choice, autocast, resolve_precision  # noqa: E402
 from tokgen.train.tasks.generator import attach_tokenizer  # noqa: E402
@@ -37,12 +38,16 @@ from tokgen.train.tasks.generator import attach_tokenizer  # noqa: E402
 MATCHED = dict(width=256, depth=4, heads=8, mlp_ratio=4.0)
 CODEBOOK, SIDE, NUM_CLASSES = 1024, 16, 1000
 GEN_BATCH, TRAIN_BATCH, CFG = 8, 16, 3.0
+# the multi-scale maps a family that needs them (needs_multiscale: VAR) is timed on: the VAR
+# peer's own 10 scales, so that its figures compare
 VAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
-# The peers' matched settings: the token maps each family is timed on, and its sampling steps
-# (None = the family's own: AR one per token, VAR one per scale).
-SCALES = {"var": VAR_SCALES}
-STEPS = {"maskgit": (12,), "d3pm": (16, 64)}
+# Sampling steps matched to a peer's benchmark, kept here because they are this benchmark's
+# configuration, not a fact of the family: muse-maskgit-pytorch was timed at 12 steps (PEERS.md),
+# while `tokgen compare` sweeps MaskGIT's own compare_steps.  Every other family is timed at its
+# compare_steps (D3PM: two counts, whose difference gives the cost of one step) or, where the
+# count is fixed (AR, VAR: fixed_steps), at that count.
+PEER_STEPS = {"maskgit": (12,)}
 
 # PEERS.md, same machine kind, same matched configuration.  Seconds for 8 images; tokens/s.
 PEERS = {
@@ -70,16 +75,22 @@ def scale_interface(scales: tuple[int, ...]):
     return VQTokenizer(config).eval()
 
 
+def steps_timed(family: str) -> tuple[int | None, ...]:
+    """The sampling step counts a family is timed at (None: its fixed count)."""
+    return PEER_STEPS.get(family) or family_class(family).compare_steps or (None,)
+
+
 def build(family: str, condition: str, text_tokenizer):
-    scales = SCALES.get(family, (SIDE,))
+    scales = VAR_SCALES if family_class(family).needs_multiscale else (SIDE,)
     tokenizer = scale_interface(scales) if len(scales) > 1 else None
     spec = tokenizer.spec if tokenizer is not None else \
         {"codebook_size": CODEBOOK, "scales": list(scales), "image_size": 16 * scales[-1], "channels": 3}
-    config = {**MATCHED, "condition": condition, "num_classes": NUM_CLASSES if condition == "class" else 0}
-    if condition == "text":
+    kind = condition_kind(condition)
+    config = {**MATCHED, "condition": condition, "num_classes": NUM_CLASSES if kind.uses_labels else 0}
+    if kind.uses_captions:
         config["text_length"] = 16
     torch.manual_seed(0)
-    model = build_generator(family, spec, config, text_tokenizer=text_tokenizer if condition == "text" else None)
+    model = build_generator(family, spec, config, text_tokenizer=text_tokenizer if kind.uses_captions else None)
     attach_tokenizer(model, tokenizer)
     return model.eval()
 
@@ -147,7 +158,7 @@ def bench_family(family: str, condition_kind: str, precisions: dict[str, Choice]
             timings = bench_training(model, precision, repeats, warmup)  # float32 weights (bf16: autocast)
             sampler = model.to(precision.dtype)                     # bf16: bfloat16 weights
             timings["generate"] = {_steps_label(s): bench_generation(sampler, s, repeats, warmup)
-                                   for s in STEPS.get(family, (None,))}
+                                   for s in steps_timed(family)}
             model.float()
             timed_as[precision.chosen] = timings
         result[name] = {"precision": precision.chosen, **timed_as[precision.chosen]}
@@ -162,7 +173,7 @@ def _steps_label(steps: int | None) -> str:
 
 def _per_step(family: str, result: dict, precisions: list[str]) -> dict:
     """Families timed at two step counts (D3PM): the marginal cost of one step, from the difference."""
-    steps = STEPS.get(family, ())
+    steps = steps_timed(family)
     if len(steps) < 2:
         return {}
     lo, hi = steps[0], steps[-1]
@@ -201,13 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     # resolved after set_num_threads: the CPU probe times matmuls on the threads the bench uses
     precisions = {p: resolve_precision(p, device, flag="--precisions") for p in dict.fromkeys(args.precisions)}
-    text_tokenizer = train_text_tokenizer(CAPTIONS * 4, vocab_size=300) if args.condition == "text" else None
+    text_tokenizer = train_text_tokenizer(CAPTIONS * 4, vocab_size=300) \
+        if condition_kind(args.condition).uses_captions else None
     report = {"machine": describe(device),   # with the float32 matmul rate: the limit's basis
               "config": {**MATCHED, "codebook_size": CODEBOOK, "tokens": f"{SIDE}x{SIDE}",
                          "var_scales": list(VAR_SCALES),
                          "condition": args.condition, "generation_batch": GEN_BATCH, "cfg_scale": CFG,
                          "train_batch": TRAIN_BATCH, "repeats": repeats, "warmup": warmup,
-                         "steps": {f: list(s) for f, s in STEPS.items()}},
+                         "steps": {f: list(steps_timed(f)) for f in families}},
               "precisions": {p: c.to_dict() for p, c in precisions.items()},
               "families": {}}
     for family in families:
@@ -232,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precisions", nargs="+", default=["fp32", "auto"], choices=SAMPLING_CHOICES,
                    help="fp32; bf16 = bfloat16 weights for sampling, bfloat16 autocast for training; auto = bf16 "
                         "where this device runs it fast, else fp32")
-    p.add_argument("--condition", default="class", choices=["class", "text", "none"],
+    p.add_argument("--condition", default="class", choices=CONDITIONS,
                    help="class labels (1000 classes, as LlamaGen / VAR), captions (as Muse / DALL-E), or none")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is reported)")
     p.add_argument("--quick", action="store_true", help="one timed run, no warm-up: a smoke test, not a figure")

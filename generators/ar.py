@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from tokgen.io import eval_mode
 
 from .base import CondState, Generator, register_family
-from .conditioning import ClassEmbedder, Condition, drop_mask
+from .conditioning import Condition, drop_mask
 from .config import GeneratorConfig
 from .core import ImagePositions, LearnedPositions, Transformer, TransformerConfig
 from .sampling import guided, mix_guided, sample
@@ -64,6 +64,9 @@ class ARConfig(GeneratorConfig):
 class ARGenerator(Generator):
     config_class = ARConfig
     uses_text_encoder = False    # a frozen encoder is refused (its learned text encoder is built in __init__)
+    fixed_steps = "one step per token"       # the KV-cached decoder draws the N tokens one at a time
+    likelihood = "exact"                     # the raster order factorises the joint: `nll_bits`
+    known_support = "raster-prefix"          # given tokens are teacher-forced, so they must come first
     # Guidance acts on each of the N sequential token choices and compounds: at 3.0 the shapes
     # model lost a fifth of its caption matches, at 1.5 it gained (README, "The generators");
     # LlamaGen (Sun et al. 2024) likewise reports its best FID at scales 1.5-2.0.
@@ -79,24 +82,24 @@ class ARGenerator(Generator):
         super().__init__(spec, config, text_tokenizer=text_tokenizer)
         cfg, D, V = self.config, self.config.width, self.spec.codebook_size
         self.num_tokens = self.spec.tokens_per_image                            # N
-        encoded = cfg.condition == "text" and cfg.text_conditioning == "encoder"
-        text = cfg.condition == "text" and not encoded                          # caption tokens in the sequence
-        self.prefix_len = cfg.text_length + 1 if text else 1                    # P
+        in_sequence = self.caption_in_sequence
+        self.prefix_len = cfg.text_length + 1 if in_sequence else 1             # P
         self.tok_emb = nn.Embedding(V, D)
         self.img_pos = ImagePositions(self.spec.scales, D, cfg.positions)
-        if cfg.condition == "class":
-            self.class_emb = ClassEmbedder(cfg.num_classes, D)
-        else:
+        if not self.class_token:
             self.bos = nn.Parameter(torch.randn(1, 1, D) * 0.02)
-        if text:
+        if in_sequence:
+            self.class_emb, self.text = None, None                              # the caption is embedded here
             self.null_text_id = cfg.text_vocab_size                             # one extra learned id
             self.text_emb = nn.Embedding(cfg.text_vocab_size + 1, D)
             self.text_pos = LearnedPositions(self.prefix_len, D)
             self.text_head = nn.Linear(D, cfg.text_vocab_size) if cfg.text_loss_weight > 0 else None
             nn.init.normal_(self.text_emb.weight, std=0.02)
-        # "encoder": the caption reaches every block through the pooled vector (adaLN) and
-        # cross-attention, exactly as in MaskGIT, VAR and D3PM, after a BOS start token
-        self.text = self._build_text_conditioner() if encoded else None
+        else:
+            # the class token's embedding; or "encoder": the caption reaches every block through the
+            # pooled vector (adaLN) and cross-attention, exactly as in MaskGIT, VAR and D3PM, after BOS
+            self._build_condition_embedders()
+        encoded = self.text is not None
         self.core = Transformer(TransformerConfig(width=D, depth=cfg.depth, heads=cfg.heads,
                                                   mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
                                                   cond_dim=D if encoded else 0, cross_attention=encoded))
@@ -106,16 +109,27 @@ class ARGenerator(Generator):
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
+    # ------------------------------------------------------------------ how the condition enters
+
+    @property
+    def class_token(self) -> bool:
+        """Class labels start the sequence as a class token in place of BOS (LlamaGen)."""
+        return self.conditioning.uses_labels
+
+    @property
+    def caption_in_sequence(self) -> bool:
+        """Caption tokens are the first positions of the causal sequence (text_conditioning="sequence",
+        DALL-E), not encoded beside it."""
+        return self.conditioning.uses_captions and self.config.text_conditioning == "sequence"
+
     # ------------------------------------------------------------------ network
 
     def _prefix(self, cond: Condition | None, batch: int, drop: Tensor | None) -> Tensor:
         """The condition as the first P positions: (B, P, D)."""
-        kind = self.config.condition
-        if kind == "class":
-            labels = cond.labels if cond is not None else torch.full((batch,), -1, device=self.device)
-            return self.class_emb(labels, drop)[:, None]                        # (B, 1, D)
+        if self.class_token:
+            return self._condition_state(cond, batch, drop).vector[:, None]     # (B, 1, D)
         bos = self.bos.expand(batch, -1, -1)                                    # (B, 1, D)
-        if kind == "none" or self.text is not None:
+        if not self.caption_in_sequence:
             return bos
         if cond is None:
             ids = torch.full((batch, self.config.text_length), self.null_text_id, device=self.device)
@@ -158,7 +172,7 @@ class ARGenerator(Generator):
         loss_image = F.cross_entropy(logits.flatten(0, 1).float(), seq.flatten())
         logs = {"loss_image": loss_image.item(), "bits_per_token": loss_image.item() / math.log(2)}
         loss = loss_image
-        if cond is not None and self.config.condition == "text" and getattr(self, "text_head", None) is not None:
+        if cond is not None and self.caption_in_sequence and self.text_head is not None:
             loss_text = self._text_loss(h, cond, drop)
             wt, wi = self.config.text_loss_weight, self.config.image_loss_weight
             loss = (wt * loss_text + wi * loss_image) / (wt + wi)
@@ -188,9 +202,7 @@ class ARGenerator(Generator):
                  known: Any = None) -> list[Tensor]:
         """Sample token maps one token at a time with a KV cache.  `known` must be a raster prefix
         (the first rows; coarse scales first): those tokens are teacher-forced and kept."""
-        N = self.num_tokens
-        if steps is not None and steps != N:
-            raise ValueError(f"AR draws one token per step: steps must be None or {N} (tokens per image), got {steps}")
+        N = self.sampling_steps(steps)                                          # one step per token
         self._check_sampling(cfg_scale, generator)
         known = self._known(known)
         cond = self._condition(cond)
@@ -233,13 +245,10 @@ class ARGenerator(Generator):
                 h = self.core(e[:, None], mask="causal", cache=cache, **encoded)[:, 0]   # one position
         return out
 
+    def sampling_steps(self, steps: int | None = None) -> int:
+        return self._fixed_step_count(steps, self.num_tokens, "tokens per image")
+
     def _known_prefix(self, known: tuple[Tensor, Tensor]) -> int:
-        """Length of the known raster prefix shared by every row; rows with a longer prefix are
-        teacher-forced during decoding."""
-        mask = known[1]
-        if (mask[:, 1:] & ~mask[:, :-1]).any():
-            raise ValueError("AR completes a raster prefix only: known['mask'] must cover the first tokens in "
-                             "raster order (whole first rows, then the start of the next; coarse scales first) "
-                             "with nothing given after the first unknown token. For other regions "
-                             "(inpainting, outpainting) use the 'maskgit' family")
-        return int(mask.sum(dim=1).min())
+        """Length of the known raster prefix shared by every row (`_known` checked that each row's
+        is a prefix); rows with a longer prefix are teacher-forced during decoding."""
+        return int(known[1].sum(dim=1).min())

@@ -1,4 +1,5 @@
-"""The generator interface every family implements, the family registry and checkpoints.
+"""The generator interface every family implements, the facts each family declares, the family
+registry and checkpoints.
 
     gen = build_generator("maskgit", tokenizer.spec, MaskGITConfig(num_classes=24))
     loss, logs = gen.loss(tokens, cond)              # tokens: list of (B, s, s) maps, as encode returns
@@ -6,15 +7,23 @@
     gen.save_pretrained("ckpt/gen");  gen = load_generator("ckpt/gen")
 
 `generate` takes the same arguments in every family:
-    cond          Condition | dict | labels | None (see conditioning.py)
+    cond          Condition | dict | labels | None (see conditioning.py; what the model takes is
+                  its condition kind's business, `gen.conditioning`, condition_kinds.py)
     num_samples   rows to draw; defaults to the condition's batch (required when cond is None)
-    steps         sampling steps (family default when None; AR's is fixed at one per token)
+    steps         sampling steps; None = the model's default (`sampling_steps()`); fixed in the
+                  families that declare `fixed_steps` (AR one per token, VAR one per scale)
     cfg_scale     classifier-free guidance s in l = l_u + s (l_c - l_u); 1 = off (no extra work)
     temperature, top_k, top_p   the usual filters (sampling.py)
     generator     torch.Generator: all randomness comes from it
     known         {"tokens": [maps], "mask": [bool maps]} (True = given): the given tokens are kept
-                  exactly; the family fills the rest (AR: a raster prefix only)
+                  exactly; the family fills the rest (masks as its `known_support` says: AR takes
+                  a raster prefix only, a ValueError otherwise)
 and returns one LongTensor (B, s, s) per scale.
+
+Each family declares what it is as class attributes, read by tools instead of tables keyed by
+family name (`Generator` lists them): `default_steps` / `fixed_steps`, `compare_steps`,
+`likelihood` ("exact": `nll_bits`; "bound": `elbo_bits`), `needs_multiscale`, `known_support`,
+`default_cfg_scale` (`resolve_cfg_scale()`) and `default_top_p`.
 
 Checkpoints are a directory: config.json (format, family, spec, config), model.safetensors, and
 for caption models tokenizer.json (and text_encoder/ for a frozen Hugging Face encoder).
@@ -24,21 +33,21 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from tokgen.hub import HubMixin
 from tokgen.io import check_state, read_model, write_model, writing_dir
 
-from .conditioning import ClassEmbedder, Condition, TextConditioner, as_condition
+from .condition_kinds import ConditionKind, condition_kind
+from .conditioning import CondState, Condition, as_condition
 from .config import GeneratorConfig, resolve_config
 from .sampling import guided
 from .spec import TokenSpec, as_spec, check_token_maps, flatten_tokens
-from .text import (FrozenHFTextEncoder, TextEncoder, encode_captions, load_hf_tokenizer, load_text_tokenizer,
-                   pad_id_of)
+from .text import FrozenHFTextEncoder, load_text_tokenizer
 
 TEXT_TOKENIZER_NAME = "tokenizer.json"
 TEXT_ENCODER_DIR = "text_encoder"
@@ -48,30 +57,43 @@ FORMAT_VERSION = 1
 FAMILIES: dict[str, type["Generator"]] = {}
 
 
-@dataclass
-class CondState:
-    """A condition embedded once per call, in the form the core takes: an adaLN vector (or a
-    prefix token) and/or cross-attention states (built by `Generator._condition_state`)."""
-    vector: Tensor | None = None         # (B, D) class embedding or pooled caption, for adaLN
-    prefix: Tensor | None = None         # (B, 1, D) a class token in front of the sequence instead
-    context: Tensor | None = None        # (B, S, D) caption states for cross-attention
-    context_mask: Tensor | None = None   # (B, S) bool, True on real states
-
-    def cat(self, other: "CondState") -> "CondState":
-        """Rows of self, then rows of other (the [conditional; null] batch of guidance)."""
-        join = lambda a, b: None if a is None else torch.cat([a, b])
-        return CondState(**{f.name: join(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)})
+KNOWN_SUPPORT = ("any", "raster-prefix")
+LIKELIHOODS = (None, "exact", "bound")
 
 
 def register_family(name: str):
-    """Class decorator: `@register_family("ar")` makes the class buildable by name."""
+    """Class decorator: `@register_family("ar")` makes the class buildable by name, once its
+    declared facts (see `Generator`) agree with each other."""
     def wrap(cls: type[Generator]) -> type[Generator]:
         if name in FAMILIES and FAMILIES[name] is not cls:
             raise ValueError(f"generator family {name!r} is already registered by {FAMILIES[name].__name__}")
+        _check_facts(name, cls)
         cls.family = name
         FAMILIES[name] = cls
         return cls
     return wrap
+
+
+def _check_facts(name: str, cls: type["Generator"]) -> None:
+    """A family's facts are what tools act on: refuse a class whose facts contradict each other."""
+    problems = []
+    if (cls.default_steps is None) == (cls.fixed_steps is None):
+        problems.append("declare exactly one of default_steps (steps are a choice) and fixed_steps (they are not)")
+    if cls.fixed_steps is not None and cls.compare_steps:
+        problems.append("a fixed step count has no compare_steps sweep: leave it ()")
+    if cls.fixed_steps is None and not cls.compare_steps:
+        problems.append("declare compare_steps, the step counts `tokgen compare` sweeps")
+    if cls.likelihood not in LIKELIHOODS:
+        problems.append(f"likelihood must be one of {LIKELIHOODS}, got {cls.likelihood!r}")
+    elif (cls.likelihood is not None) != callable(getattr(cls, "nll_bits", None)):
+        problems.append("an nll_bits method and a likelihood go together: declare likelihood 'exact' or "
+                        "'bound' with it, None without it")
+    if cls.likelihood == "bound" and not callable(getattr(cls, "elbo_bits", None)):
+        problems.append("likelihood='bound' needs an elbo_bits method")
+    if cls.known_support not in KNOWN_SUPPORT:
+        problems.append(f"known_support must be one of {KNOWN_SUPPORT}, got {cls.known_support!r}")
+    if problems:
+        raise ValueError(f"generator family {name!r} ({cls.__name__}): " + "; ".join(problems))
 
 
 def family_class(family: str) -> type["Generator"]:
@@ -93,15 +115,36 @@ def load_generator(directory: str | os.PathLike, **kwargs: Any) -> "Generator":
     return Generator.from_pretrained(directory, **kwargs)
 
 
-class Generator(nn.Module):
-    """Base class: condition and token checks, text conditioning, checkpoints.  Families
-    implement `loss`, `generate` and `logits`."""
+class Generator(nn.Module, HubMixin, loader="tokgen.generators:load_generator", tags=("image-generation",),
+                card_fields=("family", "condition", "width", "depth", "heads"), tag_fields=("family",),
+                card_title="tokgen {family} generator",
+                card_summary="A {family} generator of image tokens (condition: {condition}) for a tokenizer with "
+                             "{codebook_size} codes and token maps of sides {scales}."):
+    """Base class: the family's facts, condition and token checks, checkpoints.  Families
+    implement `loss`, `generate`, `logits` and `sampling_steps`, and override the facts below.
+
+    The facts are class attributes, so that tools read them off `family_class(name)` instead of
+    keeping tables keyed by family name (tests/test_generators_facts.py holds every family to
+    them)."""
 
     family: ClassVar[str] = ""
     config_class: ClassVar[type[GeneratorConfig]] = GeneratorConfig
     uses_text_encoder: ClassVar[bool] = True     # False: text tokens go into the model's own sequence (DALL-E)
+    # sampling steps: what generate(steps=None) runs under the family's default config (None when
+    # the count is fixed; a model's config may choose another: `sampling_steps()` says), and, for
+    # a fixed count, what fixes it ("one step per token"); None when steps are a choice
+    default_steps: ClassVar[int | None] = None
+    fixed_steps: ClassVar[str | None] = None
+    compare_steps: ClassVar[tuple[int, ...]] = ()   # the step counts `tokgen compare` sweeps; () = the fixed count
+    # the likelihood the family computes: "exact" (`nll_bits` is the NLL), "bound" (`elbo_bits`, an
+    # upper bound on it, also as `nll_bits`), None (neither method)
+    likelihood: ClassVar[str | None] = None
+    needs_multiscale: ClassVar[bool] = False      # True: the method is made for multi-scale tokenizers (VAR)
+    # the masks generate(known=...) accepts: "any" (any set of given tokens) or "raster-prefix"
+    # (every given token comes before every unknown one in sequence order); others are a ValueError
+    known_support: ClassVar[str] = "any"
     # the guidance scale and nucleus mass samplers use when the caller leaves them open
-    # (train.tasks.generator.SampleConfig); None = no nucleus filter
+    # (`resolve_cfg_scale`, train.tasks.generator.SampleConfig); None = no nucleus filter
     default_cfg_scale: ClassVar[float] = 3.0
     default_top_p: ClassVar[float | None] = None
 
@@ -109,14 +152,19 @@ class Generator(nn.Module):
         super().__init__()
         self.spec: TokenSpec = as_spec(spec)
         config = resolve_config(self.config_class, config)
-        self.text_tokenizer = None
-        if config.condition == "text":
-            config = self._attach_text_tokenizer(config, text_tokenizer)
-        elif text_tokenizer is not None:
-            raise ValueError(f"a text tokenizer was given but condition={config.condition!r}: build with "
-                             f"condition='text' for captions, or drop text_tokenizer")
+        kind = condition_kind(config.condition)
+        config, text_tokenizer = kind.prepare(config, text_tokenizer, family=self.family,
+                                              frozen_encoder_ok=self.uses_text_encoder)
         config.validate()
         self.config = config
+        # what the model is conditioned on, asked instead of comparing config.condition strings;
+        # a plain object, not a module: the embedding modules it builds sit on the model itself
+        self.conditioning: ConditionKind = kind(config, text_tokenizer)
+
+    @property
+    def text_tokenizer(self):
+        """The caption tokenizer of a caption model (saved with it); None for the other kinds."""
+        return self.conditioning.text_tokenizer
 
     # ------------------------------------------------------------------ the interface
 
@@ -133,6 +181,25 @@ class Generator(nn.Module):
         """(B, N, V) logits over the codebook for every image position (the family's own
         teacher-forced / fully-masked reading), in eval mode; for checks and scoring."""
         raise NotImplementedError
+
+    def sampling_steps(self, steps: int | None = None) -> int:
+        """The steps generate(steps=steps) runs on this model: its config's default when None,
+        checked (a ValueError naming what is allowed; a fixed count accepts only itself)."""
+        raise NotImplementedError
+
+    def resolve_cfg_scale(self, cfg_scale: float | None = None) -> float:
+        """cfg_scale, or when None the scale to sample this model with: the family's
+        default_cfg_scale, or 1.0 (off) for an unconditional model, which has no null to guide by."""
+        if cfg_scale is not None:
+            return float(cfg_scale)
+        return float(self.default_cfg_scale) if self.conditioning.conditional else 1.0
+
+    def _fixed_step_count(self, steps: int | None, count: int, what: str) -> int:
+        """`sampling_steps` of a family with fixed_steps: `count` (what it is: `what`), or an error."""
+        if steps is not None and steps != count:
+            raise ValueError(f"{self.family!r} samples with a fixed step count ({self.fixed_steps}): steps must be "
+                             f"None or {count} ({what}), got {steps}")
+        return count
 
     @property
     def device(self) -> torch.device:
@@ -158,86 +225,21 @@ class Generator(nn.Module):
         """The condition this model is built for, from python values: pass what a dataset batch
         has (labels: ints / LongTensor, captions: strings) and the model takes the part it uses
         (class -> labels, text -> captions tokenized and padded, none -> None), so that trainers
-        need no `if condition == ...`."""
-        kind = self.config.condition
-        if kind == "none":
-            return None
-        if kind == "class":
-            if labels is None:
-                raise ValueError("this generator is class-conditional: pass labels (ints in [0, num_classes), "
-                                 "-1 = unconditional)")
-            return Condition(labels=torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1))
-        if captions is None:
-            raise ValueError("this generator is caption-conditional: pass captions (a list of strings)")
-        captions = [captions] if isinstance(captions, str) else list(captions)   # a bare string is one caption
-        bad = [c for c in captions if not isinstance(c, str)]
-        if bad:
-            raise ValueError(f"captions must be strings, got {type(bad[0]).__name__} {bad[0]!r}: pass a list of "
-                             f"strings (or one string)")
-        ids, mask = encode_captions(self.text_tokenizer, captions, self.config.text_length,
-                                    pad_id=self.config.text_pad_id, truncate=truncate)
-        return Condition(text_ids=ids.to(self.device), text_mask=mask.to(self.device))
+        need not ask which kind it is."""
+        return self.conditioning.make(labels, captions, truncate=truncate, device=self.device)
 
     def _condition(self, cond: Any, batch: int | None = None) -> Condition | None:
         """Validate `cond` against the model's conditioning; tokenizes captions; moves to device."""
         cond = as_condition(cond)
         if cond is None:
             return None
-        kind = self.config.condition
-        if cond.captions is not None:
-            if cond.text_ids is not None:
-                raise ValueError("pass captions or text_ids, not both")
-            self._require("text", "captions")
-            cond = self.make_condition(captions=cond.captions)
-        has_labels, has_text = cond.labels is not None, cond.text_ids is not None
-        if not has_labels and not has_text:
+        cond = self.conditioning.check(cond)
+        if cond is None:
             return None
-        if has_labels and has_text:
-            raise ValueError("the condition has both labels and a caption: pass the one this model was "
-                             f"built for (condition={kind!r})")
-        if kind == "none":
-            raise ValueError("this generator is unconditional (condition='none') but got a condition: "
-                             "pass cond=None, or build it with condition='class' or 'text'")
-        if kind == "class" and not has_labels:
-            raise ValueError("this generator is class-conditional but got a caption: pass class labels "
-                             "(Condition(labels=LongTensor (B,))), or build it with condition='text'")
-        if kind == "text" and not has_text:
-            raise ValueError("this generator is caption-conditional but got class labels: pass captions "
-                             "(gen.make_condition(captions=[...])), or build it with condition='class'")
-        cond = self._check_labels(cond) if kind == "class" else self._check_text(cond)
         if batch is not None and cond.batch_size != batch:
             raise ValueError(f"the condition has {cond.batch_size} rows but the tokens have {batch}: "
                              f"pass one condition per token map")
         return cond.to(self.device)
-
-    def _check_labels(self, cond: Condition) -> Condition:
-        labels, n = cond.labels, self.config.num_classes
-        if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise ValueError(f"labels must be a LongTensor (B,), got {tuple(labels.shape)} {labels.dtype}")
-        if labels.numel() and (int(labels.min()) < -1 or int(labels.max()) >= n):
-            raise ValueError(f"labels in [{int(labels.min())}, {int(labels.max())}] outside [-1, {n - 1}] "
-                             f"(num_classes {n}; -1 = unconditional): use the dataset this model was built for")
-        return Condition(labels=labels.long())
-
-    def _check_text(self, cond: Condition) -> Condition:
-        ids, mask, L = cond.text_ids, cond.text_mask, self.config.text_length
-        if ids.dim() != 2 or ids.shape[1] != L or ids.is_floating_point():
-            raise ValueError(f"text_ids must be a LongTensor (B, {L}) (text_length {L}), got "
-                             f"{tuple(ids.shape)} {ids.dtype}: build it with gen.make_condition(captions=...)")
-        if mask is None:
-            raise ValueError("text_ids need a text_mask (B, L), True on real tokens: use gen.make_condition")
-        if mask.shape != ids.shape:
-            raise ValueError(f"text_mask {tuple(mask.shape)} must match text_ids {tuple(ids.shape)}")
-        v = self.config.text_vocab_size
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= v):
-            raise ValueError(f"text ids in [{int(ids.min())}, {int(ids.max())}] outside [0, {v - 1}]: the "
-                             f"captions were tokenized by another tokenizer; use gen.make_condition(captions=...)")
-        return Condition(text_ids=ids.long(), text_mask=mask != 0)
-
-    def _require(self, kind: str, what: str) -> None:
-        if self.config.condition != kind:
-            raise ValueError(f"{what} need a generator built with condition={kind!r}; this one has "
-                             f"condition={self.config.condition!r}")
 
     def _batch_size(self, cond: Condition | None, num_samples: int | None, known_batch: int | None) -> int:
         sizes = {name: b for name, b in (("cond", cond.batch_size if cond is not None else None),
@@ -254,7 +256,7 @@ class Generator(nn.Module):
     def _check_sampling(self, cfg_scale: float, generator: torch.Generator | None) -> None:
         """generate()'s checks shared by every family: guidance needs a condition, and the random
         generator must live on the model's device (torch draws on the generator's device)."""
-        if cfg_scale != 1.0 and self.config.condition == "none":
+        if cfg_scale != 1.0 and not self.conditioning.conditional:
             raise ValueError(f"cfg_scale={cfg_scale} needs a conditional model; this one is unconditional "
                              f"(condition='none'): use cfg_scale=1.0")
         if generator is not None and generator.device.type != self.device.type:
@@ -299,75 +301,33 @@ class Generator(nn.Module):
         if tokens[0].shape[0] != mask[0].shape[0]:
             raise ValueError(f"known tokens have {tokens[0].shape[0]} rows but the mask {mask[0].shape[0]}")
         flat_mask = flatten_tokens(mask).to(self.device)
+        if self.known_support == "raster-prefix" and (flat_mask[:, 1:] & ~flat_mask[:, :-1]).any():
+            others = sorted(f for f, c in FAMILIES.items() if c.known_support == "any")
+            raise ValueError(f"{self.family!r} completes a raster prefix only: known['mask'] must cover the first "
+                             f"tokens in raster order (whole first rows, then the start of the next; coarse scales "
+                             f"first) with nothing given after the first unknown token. For other regions "
+                             f"(inpainting, outpainting) use one of {others}")
         flat = torch.where(flat_mask, flatten_tokens(tokens).to(self.device), 0)
         return flat, flat_mask
 
     # ------------------------------------------------------------------ adaLN / cross-attention conditioning
 
     def _build_condition_embedders(self) -> None:
-        """`class_emb` (condition="class") and `text` (condition="text"), None otherwise: the modules
-        `_condition_state` reads."""
-        cfg = self.config
-        self.class_emb = ClassEmbedder(cfg.num_classes, cfg.width) if cfg.condition == "class" else None
-        self.text = self._build_text_conditioner() if cfg.condition == "text" else None
+        """`class_emb` and `text` as the condition kind builds them (None where unused): the
+        modules `_condition_state` reads."""
+        self.conditioning.build(self)
 
     def _condition_state(self, cond: Condition | None, batch: int, drop: Tensor | None) -> CondState:
         """Class label -> adaLN vector; caption -> cross-attention states + pooled adaLN vector;
         cond None (or dropped rows) -> the learned null condition."""
-        cfg = self.config
-        if cfg.condition == "class":
-            labels = cond.labels if cond is not None else torch.full((batch,), -1, device=self.device)
-            return CondState(vector=self.class_emb(labels, drop))               # (B, D)
-        if cfg.condition == "text":
-            if cond is None:
-                length = cfg.text_length + self.text.encoder.extra_tokens       # as a real caption's
-                ctx, cmask, pooled = self.text.null(batch, length, self.device, self.dtype)
-            else:
-                ctx, cmask, pooled = self.text(cond.text_ids, cond.text_mask, drop)
-            return CondState(vector=pooled, context=ctx, context_mask=cmask)
-        return CondState()
+        return self.conditioning.embed(self, cond, batch, drop)
 
     def _guided_state(self, cond: Condition | None, batch: int, cfg_scale: float) -> tuple[CondState, bool]:
         """The sampling condition: B rows, or [conditional; null] 2B rows when guidance is on."""
         state, doubled = self._condition_state(cond, batch, None), guided(cfg_scale)
         if doubled:
-            state = state.cat(self._condition_state(None, batch, None))
+            state = state.cat(self.conditioning.null_state(self, batch))
         return state, doubled
-
-    # ------------------------------------------------------------------ text conditioning
-
-    def _attach_text_tokenizer(self, config: GeneratorConfig, text_tokenizer) -> GeneratorConfig:
-        """Caption models own their text tokenizer; vocabulary size and pad id come from it."""
-        if config.text_encoder_path:
-            if not self.uses_text_encoder:
-                raise ValueError(f"the {self.family!r} family puts caption tokens into its own sequence and "
-                                 f"cannot use a frozen encoder: drop text_encoder_path")
-            if text_tokenizer is None:
-                text_tokenizer, pad = load_hf_tokenizer(config.text_encoder_path)
-            else:   # reloading a checkpoint: the pad id was saved with it
-                pad = config.text_pad_id if config.text_vocab_size else pad_id_of(text_tokenizer)
-        elif text_tokenizer is None:
-            raise ValueError("condition='text' needs a text tokenizer: train one with "
-                             "tokgen.generators.train_text_tokenizer(captions, vocab_size) and pass "
-                             "text_tokenizer=..., or set text_encoder_path to a local Hugging Face encoder")
-        else:
-            pad = pad_id_of(text_tokenizer)
-        vocab = text_tokenizer.get_vocab_size()
-        if config.text_vocab_size and config.text_vocab_size != vocab:
-            raise ValueError(f"config.text_vocab_size {config.text_vocab_size} != the text tokenizer's "
-                             f"{vocab}: pass the tokenizer the model was trained with (or text_vocab_size=0)")
-        self.text_tokenizer = text_tokenizer
-        return resolve_config(self.config_class, config, text_vocab_size=vocab, text_pad_id=pad)
-
-    def _build_text_conditioner(self, encoder_path: str | None = None) -> TextConditioner:
-        cfg = self.config
-        path = encoder_path or cfg.text_encoder_path
-        if path:
-            encoder = FrozenHFTextEncoder(path)
-            return TextConditioner(encoder, encoder.width, cfg.width)
-        encoder = TextEncoder(cfg.text_vocab_size, cfg.text_length, cfg.width, cfg.text_depth, cfg.heads,
-                              cfg.mlp_ratio, cfg.dropout)
-        return TextConditioner(encoder, cfg.width, cfg.width)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -376,7 +336,8 @@ class Generator(nn.Module):
         frozen = tuple(f"{name}." for name, m in self.named_modules() if isinstance(m, FrozenHFTextEncoder))
         return {k: v for k, v in self.state_dict().items() if not k.startswith(frozen or ("\0",))}
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, save_directory: str | os.PathLike, *, training: dict | None = None,
+                        license: str | None = None) -> Path:
         """Write config.json + model.safetensors (+ tokenizer.json, text_encoder/) atomically: into
         a temporary directory beside the target, then renamed over it."""
         with writing_dir(save_directory) as tmp:
@@ -388,11 +349,12 @@ class Generator(nn.Module):
             if self.text_tokenizer is not None:
                 self.text_tokenizer.save(str(tmp / TEXT_TOKENIZER_NAME))
             write_model(tmp, meta, self._persistent_state(), family=self.family)
+            self.write_model_card(tmp, load_from=save_directory, training=training, license=license)   # README.md
         return Path(save_directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, spec: Any = None,
-                        device: str | torch.device = "cpu") -> "Generator":
+    def _from_folder(cls, directory: str | os.PathLike, *, spec: Any = None,  # HubMixin.from_pretrained: dir or hub id
+                     device: str | torch.device = "cpu") -> "Generator":
         """Load a directory written by `save_pretrained`, in eval mode.  Called on `Generator` it
         builds whichever family the checkpoint holds; `spec` (optional) checks that the checkpoint
         was trained on tokens of this tokenizer spec."""
@@ -409,7 +371,7 @@ class Generator(nn.Module):
         klass = family_class(family)
         config = klass.config_class.from_dict(meta["config"])
         tokenizer = None
-        if config.condition == "text":
+        if condition_kind(config.condition).uses_captions:
             if config.text_encoder_path:
                 config.text_encoder_path = str(directory / config.text_encoder_path)
             tokenizer = load_text_tokenizer(directory / TEXT_TOKENIZER_NAME)

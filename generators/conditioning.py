@@ -9,10 +9,14 @@ A `Condition` is one of
 - None: unconditional.
 Dicts work too: {"labels": ...} or {"text_ids"/"input_ids": ..., "text_mask"/"attention_mask": ...}
 or {"captions": [...]}.
+
+Which of these a model takes, and how it embeds them into a `CondState`, is its condition kind's
+business (condition_kinds.py); this module holds the data and the embedding modules.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +43,21 @@ class Condition:
     def to(self, device: torch.device | str) -> "Condition":
         move = lambda t: t.to(device) if isinstance(t, Tensor) else t
         return Condition(move(self.labels), move(self.text_ids), move(self.text_mask), self.captions)
+
+
+@dataclass
+class CondState:
+    """A condition embedded once per call, in the form the core takes: an adaLN vector (or a
+    prefix token) and/or cross-attention states (built by the model's condition kind, `embed`)."""
+    vector: Tensor | None = None         # (B, D) class embedding or pooled caption, for adaLN
+    prefix: Tensor | None = None         # (B, 1, D) a class token in front of the sequence instead
+    context: Tensor | None = None        # (B, S, D) caption states for cross-attention
+    context_mask: Tensor | None = None   # (B, S) bool, True on real states
+
+    def cat(self, other: "CondState") -> "CondState":
+        """Rows of self, then rows of other (the [conditional; null] batch of guidance)."""
+        join = lambda a, b: None if a is None else torch.cat([a, b])
+        return CondState(**{f.name: join(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)})
 
 
 _ALIASES = {"labels": "labels", "label": "labels", "y": "labels", "class_labels": "labels",

@@ -9,9 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .condition_kinds import condition_kind
 from .core import POSITION_KINDS
-
-CONDITIONS = ("none", "class", "text")
 
 # Size presets (DiT-style one-liners); `config_for("maskgit", "small", condition="text")`.
 SIZES: dict[str, dict[str, int]] = {
@@ -31,7 +30,7 @@ class GeneratorConfig:
     mlp_ratio: float = 4.0           # MLP hidden width / D
     dropout: float = 0.0             # attention and residual dropout
     positions: str = "learned_2d"    # image token positions: learned_1d | learned_2d | sinusoidal_2d
-    condition: str = "class"         # what the model is conditioned on: none | class | text
+    condition: str = "class"         # what the model is conditioned on: none | class | text (condition_kinds.py)
     num_classes: int = 0             # condition="class": labels in [0, num_classes); -1 is the null label
     cond_dropout: float = 0.1        # training: probability of replacing the condition by the learned null (CFG)
     text_length: int = 32            # condition="text": caption tokens per sample (padded; longer is an error)
@@ -41,17 +40,11 @@ class GeneratorConfig:
     text_encoder_path: str = ""      # condition="text": a LOCAL Hugging Face encoder dir -> frozen encoder instead
 
     def validate(self) -> None:
-        if self.condition not in CONDITIONS:
-            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
-        if self.condition == "class" and self.num_classes < 1:
-            raise ValueError("condition='class' needs num_classes >= 1 (e.g. 24 for shapes, 10 for digits); "
-                             "use condition='none' for an unconditional model")
+        condition_kind(self.condition).check_config(self)      # the kind's own fields (num_classes, text_length)
         if self.positions not in POSITION_KINDS:
             raise ValueError(f"positions must be one of {POSITION_KINDS}, got {self.positions!r}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
-        if self.condition == "text" and self.text_length < 1:
-            raise ValueError(f"text_length must be >= 1, got {self.text_length}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -230,6 +230,9 @@ class DiscreteDiffusion:
 @register_family("d3pm")
 class D3PMGenerator(Generator):
     config_class = D3PMConfig
+    default_steps = D3PMConfig.steps or D3PMConfig.timesteps   # the config's default: steps 0 = all T
+    compare_steps = (16, 64)         # few and many jumps: the quality a step buys, and its cost
+    likelihood = "bound"             # the variational bound `elbo_bits` (also as `nll_bits`)
 
     def __init__(self, spec: Any, config: D3PMConfig | dict | None = None, *, text_tokenizer=None):
         super().__init__(spec, config, text_tokenizer=text_tokenizer)
@@ -243,7 +246,7 @@ class D3PMGenerator(Generator):
         self._build_condition_embedders()
         self.core = Transformer(TransformerConfig(width=D, depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
                                                   dropout=cfg.dropout, cond_dim=D,
-                                                  cross_attention=cfg.condition == "text"))
+                                                  cross_attention=self.conditioning.cross_attention))
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(D, V)
         for lin in (self.time_mlp[0], self.time_mlp[2]):
@@ -328,10 +331,7 @@ class D3PMGenerator(Generator):
         """Ancestral sampling from x_T ~ pi in `steps` jumps (default config.steps, 0 = T) on the
         integer grid round(linspace(T, 0, steps + 1)).  temperature / top_k / top_p filter the
         x_0 prediction; guidance mixes the x_0 logits; known tokens are clamped at every step."""
-        T = self.config.timesteps
-        steps = (self.config.steps or T) if steps is None else steps
-        if not 1 <= steps <= T:
-            raise ValueError(f"steps must be in [1, {T}] (timesteps T), got {steps}")
+        steps = self.sampling_steps(steps)
         self._check_sampling(cfg_scale, generator)
         known = self._known(known)
         cond = self._condition(cond)
@@ -340,6 +340,13 @@ class D3PMGenerator(Generator):
             x = self._decode(B, cond, known, steps, cfg_scale, dict(temperature=temperature, top_k=top_k, top_p=top_p),
                              generator)
         return unflatten_tokens(x, self.spec.scales)
+
+    def sampling_steps(self, steps: int | None = None) -> int:
+        T = self.config.timesteps
+        steps = (self.config.steps or T) if steps is None else steps
+        if not 1 <= steps <= T:
+            raise ValueError(f"steps must be in [1, {T}] (timesteps T), got {steps}")
+        return steps
 
     def _decode(self, B: int, cond: Condition | None, known: tuple[Tensor, Tensor] | None, steps: int,
                 cfg_scale: float, filters: dict, generator: torch.Generator | None) -> Tensor:

@@ -40,7 +40,7 @@ from .spec import unflatten_tokens
 
 @dataclass
 class MaskGITConfig(GeneratorConfig):
-    steps: int = 12                      # decoding steps T when generate(steps=None) (MaskGIT: 8-16)
+    steps: int = 12                      # decoding steps T when generate(steps=None) (MaskGIT: 8-16); the family's default_steps
     mask_schedule: str = "cosine"        # gamma for training and decoding (schedules.MASK_SCHEDULES)
     choice_temperature: float = 4.5      # tau: Gumbel noise on the confidences, annealed by 1 - (t+1)/T
     label_smoothing: float = 0.1         # on the masked-token cross-entropy (official config 0.1)
@@ -63,6 +63,8 @@ class MaskGITConfig(GeneratorConfig):
 @register_family("maskgit")
 class MaskGITGenerator(Generator):
     config_class = MaskGITConfig
+    default_steps = MaskGITConfig.steps     # the config's default, one number
+    compare_steps = (8,)                    # one point of the 8-16 MaskGIT works in: decoding costs a forward a step
 
     def __init__(self, spec: Any, config: MaskGITConfig | dict | None = None, *, text_tokenizer=None):
         super().__init__(spec, config, text_tokenizer=text_tokenizer)
@@ -72,11 +74,10 @@ class MaskGITGenerator(Generator):
         self.tok_emb = nn.Embedding(V + 1, D)
         self.pos = ImagePositions(self.spec.scales, D, cfg.positions)
         self._build_condition_embedders()
-        adaln = (cfg.condition == "class" and cfg.class_conditioning == "adaln") or \
-                (cfg.condition == "text" and cfg.text_pooled_adaln)
+        adaln = self.condition_vector == "adaln"
         self.core = Transformer(TransformerConfig(width=D, depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
                                                   dropout=cfg.dropout, cond_dim=D if adaln else 0,
-                                                  cross_attention=cfg.condition == "text"))
+                                                  cross_attention=self.conditioning.cross_attention))
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(D, V)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
@@ -85,13 +86,26 @@ class MaskGITGenerator(Generator):
 
     # ------------------------------------------------------------------ network
 
+    @property
+    def condition_vector(self) -> str | None:
+        """Where the condition's vector (class embedding, pooled caption) goes, by MaskGIT's options:
+        "adaln"; "prefix", a class token in front of the sequence (class_conditioning="prefix"); or
+        None: no condition, or a caption through cross-attention alone (text_pooled_adaln=False)."""
+        kind, cfg = self.conditioning, self.config
+        if not kind.adaln:
+            return None
+        if kind.uses_labels and cfg.class_conditioning == "prefix":
+            return "prefix"
+        if kind.uses_captions and not cfg.text_pooled_adaln:
+            return None
+        return "adaln"
+
     def _embed_condition(self, cond: Condition | None, batch: int, drop: Tensor | None) -> CondState:
-        """The shared condition state, shaped by MaskGIT's options: a class token in front of the
-        sequence instead of adaLN, and captions with or without their pooled adaLN vector."""
-        cfg, state = self.config, self._condition_state(cond, batch, drop)
-        if cfg.condition == "class" and cfg.class_conditioning == "prefix":
+        """The shared condition state with its vector where `condition_vector` says."""
+        state, route = self._condition_state(cond, batch, drop), self.condition_vector
+        if route == "prefix":
             return CondState(prefix=state.vector[:, None])                     # (B, 1, D)
-        if cfg.condition == "text" and not cfg.text_pooled_adaln:
+        if route is None:
             state.vector = None
         return state
 
@@ -142,9 +156,7 @@ class MaskGITGenerator(Generator):
                  known: Any = None) -> list[Tensor]:
         """Iterative parallel decoding (see the module docstring); one forward per step, the
         conditional and null rows batched together when cfg_scale != 1."""
-        steps = self.config.steps if steps is None else steps
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        steps = self.sampling_steps(steps)
         self._check_sampling(cfg_scale, generator)
         known = self._known(known)
         cond = self._condition(cond)
@@ -158,6 +170,12 @@ class MaskGITGenerator(Generator):
                                dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator),
                                generator)
         return unflatten_tokens(seq, self.spec.scales)
+
+    def sampling_steps(self, steps: int | None = None) -> int:
+        steps = self.config.steps if steps is None else steps
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return steps
 
     def _decode(self, known: tuple[Tensor, Tensor], cond: Condition | None, steps: int, cfg_scale: float,
                 sampling: dict, generator: torch.Generator | None,

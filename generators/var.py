@@ -126,6 +126,11 @@ class VARConfig(GeneratorConfig):
 @register_family("var")
 class VARGenerator(Generator):
     config_class = VARConfig
+    fixed_steps = "one step per scale"       # each step draws a whole scale's map
+    likelihood = "exact"                     # the scales factorise the joint: `nll_bits`
+    # next-scale prediction needs scales to predict: a single-scale spec still builds (one
+    # parallel step, as the contract tests use), but the method is made for multi-scale tokenizers
+    needs_multiscale = True
 
     def __init__(self, spec: Any, config: VARConfig | dict | None = None, *, text_tokenizer=None):
         super().__init__(spec, config, text_tokenizer=text_tokenizer)
@@ -133,7 +138,8 @@ class VARGenerator(Generator):
         self.scales = list(self.spec.scales)
         self.num_tokens = self.spec.tokens_per_image
         self._build_condition_embedders()
-        self.start = nn.Parameter(torch.randn(1, 1, D) * 0.02) if cfg.condition == "none" else None
+        # without a condition vector, scale 1 starts from a learned token instead
+        self.start = nn.Parameter(torch.randn(1, 1, D) * 0.02) if not self.conditioning.adaln else None
         self.pos = ImagePositions(self.scales, D, cfg.positions)               # positions + level embeddings
         multi = len(self.scales) > 1                                            # one scale: nothing to feed forward
         self.learned_inputs = LearnedScaleInputs(V, D, self.scales) if multi and cfg.scale_inputs == "learned" else None
@@ -141,8 +147,8 @@ class VARGenerator(Generator):
         if multi and (cfg.scale_inputs == "learned" or cfg.latent_dim):
             self._build_input_proj(D if cfg.scale_inputs == "learned" else cfg.latent_dim)
         self.core = Transformer(TransformerConfig(width=D, depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
-                                                  dropout=cfg.dropout, cond_dim=0 if cfg.condition == "none" else D,
-                                                  cross_attention=cfg.condition == "text"))
+                                                  dropout=cfg.dropout, cond_dim=D if self.conditioning.adaln else 0,
+                                                  cross_attention=self.conditioning.cross_attention))
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(D, V)
         self.register_buffer("attn_mask", block_causal_mask(self.spec.block_sizes), persistent=False)   # (N, N)
@@ -282,10 +288,7 @@ class VARGenerator(Generator):
                  known: Any = None) -> list[Tensor]:
         """Sample one scale per step with a KV cache; known tokens replace the sampled ones at
         every scale (see the module docstring)."""
-        K = len(self.scales)
-        if steps is not None and steps != K:
-            raise ValueError(f"VAR draws one scale per step: steps must be None or {K} (the number of scales), "
-                             f"got {steps}")
+        K = self.sampling_steps(steps)                                          # one step per scale
         self._check_sampling(cfg_scale, generator)
         known = self._known(known)
         cond = self._condition(cond)
@@ -295,6 +298,9 @@ class VARGenerator(Generator):
             seq = self._decode(B, cond, known, src, cfg_scale,
                                dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator))
         return unflatten_tokens(seq, self.scales)
+
+    def sampling_steps(self, steps: int | None = None) -> int:
+        return self._fixed_step_count(steps, len(self.scales), "the number of scales")
 
     def _decode(self, B: int, cond: Condition | None, known: tuple[Tensor, Tensor] | None, src: ScaleInputs | None,
                 cfg_scale: float, sampling: dict) -> Tensor:

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from tokgen.generators import ARGenerator, build_generator, sample, train_text_tokenizer
+from tokgen.generators import ARGenerator, build_generator, condition_kind, sample, train_text_tokenizer
 from tokgen.generators.sampling import cfg_mix
 
 V = 8
@@ -23,7 +23,7 @@ def text_tokenizer():
 
 def make(condition="class", scales=(3,), seed=0, text_tokenizer=None, dtype=torch.float64, **kw) -> ARGenerator:
     torch.manual_seed(seed)
-    config = dict(width=32, depth=2, heads=4, condition=condition, num_classes=3 if condition == "class" else 0,
+    config = dict(width=32, depth=2, heads=4, condition=condition, num_classes=3 if condition_kind(condition).uses_labels else 0,
                   text_length=8, **kw)
     spec = {"codebook_size": V, "scales": list(scales), "image_size": 12, "channels": 3}
     model = build_generator("ar", spec, config, text_tokenizer=text_tokenizer)
@@ -34,15 +34,15 @@ def make(condition="class", scales=(3,), seed=0, text_tokenizer=None, dtype=torc
 
 
 def cond_of(model, batch=4):
-    if model.config.condition == "class":
+    if model.conditioning.uses_labels:
         return torch.tensor([0, 1, 2, -1])[:batch]
-    if model.config.condition == "text":
+    if model.conditioning.uses_captions:
         return model.make_condition(captions=["a red circle", "a blue square", "", "a green triangle"][:batch])
     return None
 
 
 def null_of(model, cond):
-    if model.config.condition == "class":
+    if model.conditioning.uses_labels:
         return torch.full_like(cond, -1)
     return None      # text and none: cond=None is the null condition
 
@@ -96,7 +96,7 @@ def test_a_future_token_cannot_change_earlier_logits(condition):
 def test_kv_cache_sampling_equals_full_recomputation(condition, cfg_scale, filters, text_tokenizer):
     condition, _, mode = condition.partition("-")
     extra = {"text_conditioning": mode} if mode else {}
-    model = make(condition, text_tokenizer=text_tokenizer if condition == "text" else None, **extra)
+    model = make(condition, text_tokenizer=text_tokenizer if condition_kind(condition).uses_captions else None, **extra)
     cond = cond_of(model)
     fast = model.generate(cond, num_samples=4, cfg_scale=cfg_scale, generator=seeded(7), **filters)[0]
     slow = reference_sample(model, cond, 4, cfg_scale=cfg_scale, generator=seeded(7), **filters)

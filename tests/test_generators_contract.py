@@ -1,6 +1,8 @@
 """The generator contract, one test class parametrized over every registered family and every
 kind of condition (none, class labels, captions): losses and gradients, sampling shapes and
-seeding, `known` tokens, checkpoints (with the text tokenizer), bf16 and input errors."""
+seeding, `known` tokens, checkpoints (with the text tokenizer), bf16 and input errors; then the
+facts each family declares (steps, likelihood, known masks, guidance) and each condition kind's
+(embedding, null condition), held to what the models do."""
 
 from __future__ import annotations
 
@@ -12,15 +14,14 @@ import math
 import pytest
 import torch
 
-from tokgen.generators import FAMILIES, Condition, Generator, build_generator, load_generator, train_text_tokenizer
+from tokgen.generators import (CONDITIONS, FAMILIES, Condition, Generator, build_generator, condition_kind,
+                               load_generator, train_text_tokenizer)
 
-CONDITION_KINDS = ("none", "class", "text")
 CAPTIONS = ["a large red circle at the top left", "a small blue square", "", "a green triangle at the center"]
 V = 16
 # Per-family settings of the contract's tiny models: VAR builds scale inputs from a learned embedding
 # (no tokenizer; test_generators_var.py covers the tokenizer's quantizer), D3PM runs a short chain.
 FAMILY_OVERRIDES = {"var": dict(scale_inputs="learned"), "d3pm": dict(timesteps=10)}
-FIXED_STEPS = ("ar", "var")      # one step per token / per scale: generate(steps=None) only
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +35,19 @@ def spec(scales=(4,)):
 
 def make(family: str, condition: str, text_tokenizer, scales=(4,), seed: int = 0, **overrides) -> Generator:
     torch.manual_seed(seed)
-    config = dict(width=32, depth=2, heads=4, condition=condition, num_classes=3 if condition == "class" else 0,
+    kind = condition_kind(condition)
+    config = dict(width=32, depth=2, heads=4, condition=condition, num_classes=3 if kind.uses_labels else 0,
                   text_length=12, text_depth=1, cond_dropout=0.5, **{**FAMILY_OVERRIDES.get(family, {}), **overrides})
     return build_generator(family, spec(scales), config,
-                           text_tokenizer=text_tokenizer if condition == "text" else None)
+                           text_tokenizer=text_tokenizer if kind.uses_captions else None)
 
 
 def condition_for(model: Generator, batch: int = 4):
-    kind = model.config.condition
-    if kind == "none":
-        return None
-    if kind == "class":
+    """What the model takes: labels as a bare LongTensor (one of them the null -1), captions (one
+    of them empty) tokenized, or None."""
+    if model.conditioning.uses_labels:
         return torch.tensor([0, 1, 2, -1] * (batch // 4) + [0, 1, 2][: batch % 4])
-    return model.make_condition(captions=(CAPTIONS * batch)[:batch])
+    return model.make_condition(captions=(CAPTIONS * batch)[:batch])         # None when unconditional
 
 
 def random_tokens(batch: int = 4, scales=(4,), seed: int = 1) -> list[torch.Tensor]:
@@ -58,7 +59,7 @@ def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-CASES = [(f, c) for f in sorted(FAMILIES) for c in CONDITION_KINDS]
+CASES = [(f, c) for f in sorted(FAMILIES) for c in CONDITIONS]
 
 
 class TestGeneratorContract:
@@ -106,7 +107,7 @@ class TestGeneratorContract:
     def test_generate_shapes_range_and_seed(self, case):
         model, cond = case
         draw = lambda seed: model.generate(cond, num_samples=4, generator=seeded(seed),
-                                           steps=None if model.family in FIXED_STEPS else 4)
+                                           steps=None if model.fixed_steps else 4)
         model.train()
         out = draw(0)
         assert model.training                                                       # mode left as it was
@@ -118,7 +119,7 @@ class TestGeneratorContract:
 
     def test_guidance(self, case):
         model, cond = case
-        if model.config.condition == "none":
+        if not model.conditioning.conditional:
             with pytest.raises(ValueError, match="cfg_scale"):
                 model.generate(None, num_samples=2, cfg_scale=3.0)
             return
@@ -149,14 +150,14 @@ class TestGeneratorContract:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]               # no temp dirs left
         meta = json.loads((target / "config.json").read_text())
         assert meta["family"] == model.family and meta["spec"]["codebook_size"] == V
-        assert (target / "tokenizer.json").is_file() == (model.config.condition == "text")
+        assert (target / "tokenizer.json").is_file() == (model.conditioning.uses_captions)
         loaded = load_generator(target)
         assert type(loaded) is type(model) and loaded.config == model.config
         assert torch.equal(loaded.logits(tokens, cond), model.logits(tokens, cond))
-        cfg = 1.0 if model.config.condition == "none" else 2.0
+        cfg = 1.0 if not model.conditioning.conditional else 2.0
         draw = lambda m: m.generate(cond, num_samples=4, generator=seeded(3), cfg_scale=cfg)[0]
         assert torch.equal(draw(loaded), draw(model))
-        if model.config.condition == "text":                                        # the tokenizer came back too
+        if model.conditioning.uses_captions:                                        # the tokenizer came back too
             again = loaded.make_condition(captions=CAPTIONS)
             assert torch.equal(again.text_ids, cond.text_ids) and torch.equal(again.text_mask, cond.text_mask)
         assert type(model).from_pretrained(target, spec=spec()).family == model.family
@@ -188,7 +189,7 @@ class TestGeneratorContract:
         model.to(torch.bfloat16)
         loss, _ = model.loss(tokens, cond)
         assert torch.isfinite(loss.float())
-        cfg = 1.0 if model.config.condition == "none" else 2.0
+        cfg = 1.0 if not model.conditioning.conditional else 2.0
         out = model.generate(cond, num_samples=4, cfg_scale=cfg, generator=seeded(0))[0]
         assert out.shape == (4, 4, 4) and 0 <= out.min() and out.max() < V
 
@@ -231,7 +232,7 @@ class TestGeneratorContract:
                            known={"tokens": tokens, "mask": [torch.zeros(4, 4, 4, dtype=torch.bool)]})
         with pytest.raises(ValueError, match="known"):
             model.generate(cond, num_samples=4, known={"tokens": tokens})
-        kind = model.config.condition
+        kind = model.config.condition        # the kind's name: the messages below are the kind's own
         labels = torch.tensor([0, 1, 2, 0])
         captions = Condition(captions=CAPTIONS)
         if kind == "none":
@@ -270,7 +271,7 @@ class TestGeneratorContract:
             # a bare string is one caption (not one per character), through either door
             one = model.make_condition(captions=CAPTIONS[0])
             assert one.text_ids.shape == (1, 12) and torch.equal(one.text_ids, made.text_ids[:1])
-            assert model.generate(CAPTIONS[0], steps=None if model.family in FIXED_STEPS else 2)[0].shape[0] == 1
+            assert model.generate(CAPTIONS[0], steps=None if model.fixed_steps else 2)[0].shape[0] == 1
             with pytest.raises(ValueError, match="captions must be strings"):
                 model.make_condition(captions=["a red circle", 3])
 

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from tokgen.generators import D3PMGenerator, DiscreteDiffusion, build_generator, diffusion_alpha_bar
+from tokgen.generators import D3PMGenerator, DiscreteDiffusion, build_generator, condition_kind, diffusion_alpha_bar
 from tokgen.generators.d3pm import D3PMConfig
 
 V = 6
@@ -28,7 +28,7 @@ def spec(side=4, codes=V):
 
 def make(transition="absorbing", condition="class", seed=0, **kw) -> D3PMGenerator:
     torch.manual_seed(seed)
-    config = dict(width=32, depth=2, heads=4, condition=condition, num_classes=3 if condition == "class" else 0,
+    config = dict(width=32, depth=2, heads=4, condition=condition, num_classes=3 if condition_kind(condition).uses_labels else 0,
                   transition=transition, timesteps=12, **kw)
     return build_generator("d3pm", spec(), config).eval()
 

@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from tokgen.generators import MaskGITGenerator, build_generator, load_generator, sample, train_text_tokenizer
+from tokgen.generators import (MaskGITGenerator, build_generator, condition_kind, load_generator, sample,
+                               train_text_tokenizer)
 from tokgen.generators.sampling import cfg_mix, gumbel_noise
 
 V = 8
@@ -27,7 +28,7 @@ def spec(side=4):
 
 def make(condition="class", seed=0, text_tokenizer=None, dtype=torch.float64, **kw) -> MaskGITGenerator:
     torch.manual_seed(seed)
-    config = dict(width=32, depth=2, heads=4, condition=condition, num_classes=3 if condition == "class" else 0,
+    config = dict(width=32, depth=2, heads=4, condition=condition, num_classes=3 if condition_kind(condition).uses_labels else 0,
                   text_length=8, text_depth=1, **kw)
     model = build_generator("maskgit", spec(), config, text_tokenizer=text_tokenizer)
     with torch.no_grad():    # away from the init (adaLN-Zero would make the condition invisible)
@@ -37,9 +38,9 @@ def make(condition="class", seed=0, text_tokenizer=None, dtype=torch.float64, **
 
 
 def cond_of(model):
-    if model.config.condition == "class":
+    if model.conditioning.uses_labels:
         return torch.tensor([0, 1, 2, -1])
-    if model.config.condition == "text":
+    if model.conditioning.uses_captions:
         return model.make_condition(captions=["a red circle", "a blue square", "", "a green triangle"])
     return None
 
@@ -55,7 +56,7 @@ def reference_decode(model, cond, tokens, fixed, steps, cfg_scale, generator, gr
     tokens, fixed = tokens.clone(), fixed.clone()
     unknown = (~fixed).sum(1)
     tau, counts = model.config.choice_temperature, []
-    null = torch.full_like(cond, -1) if model.config.condition == "class" else None
+    null = torch.full_like(cond, -1) if model.conditioning.uses_labels else None
     for t in range(steps):
         maps, masked_maps = [tokens.reshape(B, 4, 4)], [(~fixed).reshape(B, 4, 4)]
         logits = model.logits(maps, cond, mask=masked_maps)                     # (B, N, V)
@@ -87,7 +88,7 @@ def reference_decode(model, cond, tokens, fixed, steps, cfg_scale, generator, gr
     ("text", 2.0, {}, dict(top_p=0.9)),
 ])
 def test_decoding_equals_the_reference(condition, cfg_scale, kw, filters, text_tokenizer):
-    model = make(condition, text_tokenizer=text_tokenizer if condition == "text" else None, **kw)
+    model = make(condition, text_tokenizer=text_tokenizer if condition_kind(condition).uses_captions else None, **kw)
     cond = cond_of(model)
     out = model.generate(cond, num_samples=4, steps=6, cfg_scale=cfg_scale, generator=seeded(3), **filters)[0]
     empty = torch.zeros(4, 16, dtype=torch.long), torch.zeros(4, 16, dtype=torch.bool)

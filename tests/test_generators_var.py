@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tokgen.generators import VARGenerator, build_generator, known_region, load_generator, sample, train_text_tokenizer
+from tokgen.generators import (VARGenerator, build_generator, condition_kind, known_region, load_generator, sample,
+                               train_text_tokenizer)
 from tokgen.generators.sampling import cfg_mix
 from tokgen.tokenizers_vq import MultiScaleVQ
 
@@ -46,7 +47,7 @@ def spec(scales=SCALES):
 
 def make(condition="class", scales=SCALES, seed=0, q=None, text_tokenizer=None, perturb=True, **kw) -> VARGenerator:
     torch.manual_seed(seed)
-    config = {**dict(width=32, depth=2, heads=4, condition=condition, num_classes=3 if condition == "class" else 0,
+    config = {**dict(width=32, depth=2, heads=4, condition=condition, num_classes=3 if condition_kind(condition).uses_labels else 0,
                      text_length=8, text_depth=1), **kw}
     model = build_generator("var", spec(scales), config, text_tokenizer=text_tokenizer)
     if model.config.scale_inputs == "tokenizer":
@@ -59,9 +60,9 @@ def make(condition="class", scales=SCALES, seed=0, q=None, text_tokenizer=None, 
 
 
 def cond_of(model, batch=4):
-    if model.config.condition == "class":
+    if model.conditioning.uses_labels:
         return torch.tensor([0, 1, 2, -1])[:batch]
-    if model.config.condition == "text":
+    if model.conditioning.uses_captions:
         return model.make_condition(captions=["a red circle", "a blue square", "", "a green triangle"][:batch])
     return None
 
@@ -139,7 +140,7 @@ def reference_sample(model, q, cond, batch, *, cfg_scale=1.0, generator, known=N
 ])
 def test_kv_cache_sampling_equals_uncached_reference(condition, cfg_scale, filters, text_tokenizer):
     q = quantizer()
-    model = make(condition, q=q, text_tokenizer=text_tokenizer if condition == "text" else None)
+    model = make(condition, q=q, text_tokenizer=text_tokenizer if condition_kind(condition).uses_captions else None)
     cond = cond_of(model)
     with torch.no_grad():
         ref = reference_sample(model, q, cond, 4, cfg_scale=cfg_scale, generator=seeded(0), **filters)
@@ -236,7 +237,7 @@ def test_attach_checks_the_quantizer():
         learned.attach_scale_inputs(quantizer())
     assert learned.attach_tokenizer(SimpleNamespace(quantizer=quantizer(), spec=spec())) is learned   # hook: no-op
     assert learned.generate(num_samples=2)[2].shape == (2, 4, 4)
-    with pytest.raises(ValueError, match="one scale per step"):
+    with pytest.raises(ValueError, match="one step per scale"):
         model.generate(num_samples=2, steps=12)
     with pytest.raises(ValueError, match="scale_inputs"):
         build_generator("var", spec(), dict(condition="none", scale_inputs="pixels"))

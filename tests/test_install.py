@@ -57,8 +57,8 @@ def test_pyproject_declares_what_the_readme_promises():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {d.split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in meta["dependencies"]}
     for needed in ["torch", "transformers", "tokenizers", "einops", "vector-quantize-pytorch",
-                   "accelerate", "datasets", "numpy", "pillow", "safetensors", "scikit-learn",
-                   "matplotlib", "tqdm"]:
+                   "accelerate", "datasets", "numpy", "pillow", "safetensors", "huggingface_hub",
+                   "scikit-learn", "matplotlib", "tqdm"]:
         assert needed in names, needed
         assert needed in (ROOT / "README.md").read_text(), f"README does not say why {needed} is here"
     assert "torchvision" not in names

@@ -1,5 +1,6 @@
 """Quantizer-level tests: the VectorQuantize options pass through and keep the interface's
-invariants; the multi-scale quantizer makes one EMA step per batch."""
+invariants; the multi-scale quantizer makes one EMA step per batch; a new quantizer kind is one
+class with `@register_quantizer` and nothing else."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tokgen.tokenizers_vq import VQ, MultiScaleVQ, build_quantizer, get_preset
+from tokgen.tokenizers_vq import (QUANTIZERS, VQ, MultiScaleVQ, Quantizer, QuantizerOutput, TokenizerConfig,
+                                  VQTokenizer, build_quantizer, codebook_stats, get_preset, register_quantizer)
 
 
 @pytest.fixture(autouse=True)
@@ -104,3 +106,98 @@ def test_registry_builds_each_preset_quantizer(name):
     out = q(torch.randn(2, cfg.z_channels, cfg.token_size, cfg.token_size))
     assert out.z_q.shape == (2, cfg.z_channels, cfg.token_size, cfg.token_size)
     assert F.mse_loss(out.z_q, out.z_q).item() == 0.0
+
+
+# ----------------------------------------------------------------------------- a fifth kind
+
+class ScalarQuantizer(Quantizer):
+    """A fifth kind as a user would add it: one class, one decorator, no edit anywhere else.  One
+    latent channel (1x1 conv), squashed to [-1, 1] and rounded to `codebook_size` levels
+    (straight-through); its tokens are the level indices."""
+
+    def __init__(self, dim: int, levels: int, token_size: int):
+        super().__init__()
+        self.dim, self.codebook_size, self.scales = dim, levels, [token_size]
+        self.proj_in, self.proj_out = torch.nn.Conv2d(dim, 1, 1), torch.nn.Conv2d(1, dim, 1)
+
+    @classmethod
+    def from_config(cls, cfg: TokenizerConfig) -> "ScalarQuantizer":
+        return cls(cfg.z_channels, cfg.codebook_size, cfg.token_size)
+
+    @classmethod
+    def validate_config(cls, cfg: TokenizerConfig) -> None:
+        super().validate_config(cfg)
+        if cfg.codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2 levels, got {cfg.codebook_size}")
+
+    def _value(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids.float()[:, None] / (self.codebook_size - 1) * 2 - 1
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        u = torch.tanh(self.proj_in(z))                                      # (B, 1, h, w) in [-1, 1]
+        ids = ((u + 1) / 2 * (self.codebook_size - 1)).round().long()[:, 0]
+        u_q = u + (self._value(ids) - u).detach()
+        usage, perplexity = codebook_stats(ids, self.codebook_size)
+        return QuantizerOutput(self.proj_out(u_q), [ids], F.mse_loss(u, u_q.detach()),
+                               {"usage": usage, "perplexity": perplexity})
+
+    def indices_to_latent(self, indices: list[torch.Tensor]) -> torch.Tensor:
+        return self.proj_out(self._value(indices[0]))
+
+
+@pytest.fixture
+def scalar_kind():
+    register_quantizer("test-scalar")(ScalarQuantizer)
+    try:
+        yield "test-scalar"
+    finally:
+        del QUANTIZERS["test-scalar"]
+
+
+def test_a_fifth_kind_needs_only_its_class_and_registration(scalar_kind, tmp_path):
+    cfg = TokenizerConfig(image_size=16, base_width=8, channel_mults=(1, 2), z_channels=8, quantizer=scalar_kind,
+                          codebook_size=12)
+    # the spec comes from the kind's own class (built on the meta device), with no formula in config.py
+    assert (cfg.spec.codebook_size, cfg.spec.scales) == (12, (8,))
+    model = VQTokenizer(cfg).eval()
+    assert isinstance(model.quantizer, ScalarQuantizer) and model.spec == cfg.spec
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    tokens = model.encode(x)
+    assert [t.shape for t in tokens] == [(2, 8, 8)] and 0 <= int(tokens[0].min()) <= int(tokens[0].max()) < 12
+    recon, qout = model.train()(x)
+    qout.loss.backward()
+    assert model.encoder.conv_in.weight.grad.abs().sum() > 0        # straight-through reaches the encoder
+    model.eval().save_pretrained(tmp_path / "tok")
+    loaded = VQTokenizer.from_pretrained(tmp_path / "tok")
+    assert loaded.spec == model.spec and torch.equal(loaded.decode(tokens), model.decode(tokens))
+    # its own checks run at config construction, named as config errors
+    with pytest.raises(ValueError, match="TokenizerConfig: codebook_size must be >= 2 levels"):
+        TokenizerConfig(quantizer=scalar_kind, codebook_size=1)
+    with pytest.raises(ValueError, match="only applies to quantizer='msvq'"):   # the single-scale default
+        TokenizerConfig(image_size=32, quantizer=scalar_kind, scales=(1, 2, 8))
+
+
+def test_registry_errors_name_the_fix(scalar_kind):
+    with pytest.raises(ValueError, match="already registered by ScalarQuantizer"):
+        register_quantizer(scalar_kind)(VQ)
+    with pytest.raises(TypeError, match="needs a Quantizer subclass"):
+        register_quantizer("not-a-quantizer")(dict)
+    with pytest.raises(ValueError, match=r"unknown quantizer 'rvq'; choose one of \('vq', 'msvq', 'fsq', 'lfq', "
+                                         r"'test-scalar'\)"):
+        TokenizerConfig(quantizer="rvq")
+
+
+def test_a_kind_that_cannot_be_built_on_meta_is_told_what_to_override():
+    class NeedsValues(ScalarQuantizer):
+        def __init__(self, dim: int, levels: int, token_size: int):
+            super().__init__(dim, levels, token_size)
+            self.codebook_size = int(torch.tensor(levels).sum().item())    # reads a value, as FSQ's library does
+
+    register_quantizer("test-needs-values")(NeedsValues)
+    try:
+        cfg = TokenizerConfig(quantizer="test-needs-values", codebook_size=8)
+        assert VQTokenizer(cfg).spec.codebook_size == 8                  # the built model is fine
+        with pytest.raises(RuntimeError, match=r"override NeedsValues.token_layout\(cfg\)"):
+            cfg.spec
+    finally:
+        del QUANTIZERS["test-needs-values"]

@@ -144,7 +144,7 @@ def test_save_and_load_give_identical_outputs(kind, tmp_path):
     path = tmp_path / "tok"
     model.save_pretrained(path)
     model.save_pretrained(path)  # overwriting an existing checkpoint works
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name != "tok"]  # no temp dirs left behind
     loaded = VQTokenizer.from_pretrained(path)
     assert loaded.config == model.config and loaded.spec == model.spec

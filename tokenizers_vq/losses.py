@@ -16,7 +16,7 @@ A trainer backpropagates both (in either order) and steps two optimizers.  Befor
 discriminator parameter, so `backward()` and DDP work unchanged; `gan_active(step)` tells a
 trainer that wants to skip that step.
 
-    loss_fn = TokenizerLoss(LOSS_PRESETS["shapes-tiny"]).to(device)
+    loss_fn = TokenizerLoss(get_tokenizer_preset("shapes-tiny").loss).to(device)
     disc = build_discriminator(loss_fn.config)
     for step, images in enumerate(loader):
         loss_ae, loss_d, logs = loss_fn(images, tokenizer, disc, step)
@@ -57,26 +57,13 @@ class LossConfig:
             raise ValueError(f"LossConfig.reconstruction must be 'l1' or 'l2', got {self.reconstruction!r}")
 
 
-# Small images, minutes of CPU: pixels + quantizer only (a GAN needs longer runs to help).
-# L2, not L1: on mostly black images L1 pulls an undecided pixel to the per-channel median, so
-# while the encoder still lumps cyan, purple and blue together the L1-optimal output is blue and
-# the decoder's gradients cancel; L2 (the conditional mean, as LlamaGen's VQ trainer uses) keeps
-# a pull towards each hue. Multi-scale `--seed 1` sat with cyan and purple reconstructed as blue
-# until step ~2,800 under L1 (66.35% judged at 5 minutes); under L2 it was past PSNR 26 by step
-# 550 and ended at 100% (README, "The tokenizer").
-_SHAPES_LOSS = LossConfig(reconstruction="l2", disc_weight=0.0, disc_channels=32, disc_layers=2)
-# VQGAN on ImageNet; perceptual_weights must still point at a local VGG16 file.
-_IMAGENET_LOSS = LossConfig(disc_start=20_000)
+def __getattr__(name: str):
+    # The loss presets live with their model and training settings now (presets.py).
+    if name == "LOSS_PRESETS":
+        from .presets import LOSS_PRESETS
 
-# Keyed like the tokenizer PRESETS.
-LOSS_PRESETS: dict[str, LossConfig] = {
-    "shapes-tiny": _SHAPES_LOSS,
-    "shapes-tiny-msvq": _SHAPES_LOSS,
-    "shapes-tiny-fsq": _SHAPES_LOSS,
-    "shapes-tiny-lfq": _SHAPES_LOSS,
-    "imagenet-256": _IMAGENET_LOSS,
-    "imagenet-256-var": _IMAGENET_LOSS,
-}
+        return LOSS_PRESETS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_discriminator(config: LossConfig, channels: int = 3) -> PatchDiscriminator:

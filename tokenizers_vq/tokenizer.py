@@ -5,9 +5,11 @@
     images = tok.decode(tokens)          # (B, 3, H, W) in [0, 1]
     recon, qout = tok(images)            # training: unclamped recon, QuantizerOutput
     tok.save_pretrained("ckpt/tok");  tok = VQTokenizer.from_pretrained("ckpt/tok")
+    tok.push_to_hub("me/my-tokenizer");  tok = VQTokenizer.from_pretrained("me/my-tokenizer")
 
-Checkpoints are a directory with `config.json` (the config and the spec) and `model.safetensors`;
-nothing is pickled.
+Checkpoints are a directory with `config.json` (the config and the spec), `model.safetensors` and
+a model card `README.md` (tokgen/hub.py); nothing is pickled.  The spec (codebook size, token-map
+scales) is read off the built quantizer, so every quantizer kind reports its own.
 """
 
 from __future__ import annotations
@@ -18,17 +20,29 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from tokgen.hub import HubMixin
 from tokgen.io import check_state, eval_mode, read_model, write_model, writing_dir
 
 from .autoencoder import Decoder, Encoder
 from .config import TokenizerConfig, TokenizerSpec
+from .presets import preset_name
 from .quantizers import QuantizerOutput, build_quantizer
 
 FORMAT = "tokgen.VQTokenizer"
 FORMAT_VERSION = 1
 
 
-class VQTokenizer(nn.Module):
+class VQTokenizer(
+    nn.Module, HubMixin,
+    loader="tokgen.tokenizers_vq:VQTokenizer.from_pretrained",
+    tags=("image-tokenizer", "vector-quantization"),
+    card_fields=("preset", "quantizer", "codebook_size", "scales", "z_channels"),
+    tag_fields=("quantizer",),
+    card_title="tokgen image tokenizer ({preset}, {quantizer})",
+    card_summary="A VQGAN-style convolutional autoencoder with the {quantizer} quantizer: it turns "
+                 "{image_size}x{image_size} images into token maps of sides {scales} (ids in "
+                 "[0, {codebook_size}), {tokens_per_image} tokens per image) and back.",
+):
     def __init__(self, config: TokenizerConfig):
         super().__init__()
         self.config = config
@@ -46,7 +60,13 @@ class VQTokenizer(nn.Module):
 
     @property
     def spec(self) -> TokenizerSpec:
-        return self.config.spec
+        """What generators need: the built quantizer's codebook size and scales, with the image size."""
+        return TokenizerSpec.of(self.config, self.quantizer.codebook_size, self.quantizer.scales)
+
+    @property
+    def preset(self) -> str:
+        """The registered preset this model's config is, or "custom"."""
+        return preset_name(self.config) or "custom"
 
     @property
     def last_layer(self) -> Tensor:
@@ -139,19 +159,25 @@ class VQTokenizer(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write config.json + model.safetensors to `save_directory`, atomically (temp dir, then
-        rename), replacing a previous checkpoint there."""
+    def save_pretrained(self, save_directory: str | os.PathLike, *, training: dict | None = None,
+                        license: str | None = None) -> Path:
+        """Write config.json + model.safetensors + README.md (the model card) to `save_directory`,
+        atomically (temp dir, then rename), replacing a previous checkpoint there.  `training`:
+        facts for the card (e.g. {"steps": 5000, "images_seen": 160000, "dataset": "shapes"});
+        `license`: the weights' license for the card's metadata, when known."""
         with writing_dir(save_directory) as tmp:
             # sync_codebook is how this process trained (DDP or not), not part of the model: a
             # checkpoint loads as "auto" so it works in a single process and under DDP alike.
             config = {**self.config.to_dict(), "sync_codebook": None}
             write_model(tmp, {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config,
                               "spec": self.spec.to_dict()}, self.state_dict())
+            self.write_model_card(tmp, load_from=save_directory, training=training, license=license)
         return Path(save_directory)
 
+    # from_pretrained(folder or hub id, *, revision=, cache_dir=, token=, local_files_only=, config=,
+    # device=) is HubMixin's: it finds the folder, then calls this.
     @classmethod
-    def from_pretrained(
+    def _from_folder(
         cls,
         directory: str | os.PathLike,
         *,

@@ -7,7 +7,8 @@
 The parts are packages of this one: `tokgen.tokenizers_vq` (images <-> tokens), `tokgen.generators`
 (tokens -> tokens), `tokgen.data` (the datasets and the shapes renderer, which training and the
 judges both read), `tokgen.train` (training, the command line), `tokgen.eval` (metrics, judges, the
-comparison), `tokgen.pipeline` (sampling) and `tokgen.io` (model folders).  Their folders sit at the repository root
+comparison), `tokgen.pipeline` (sampling, inpainting), `tokgen.io` (model folders) and `tokgen.hub` (model cards,
+`push_to_hub`, loading by hub id).  Their folders sit at the repository root
 (pyproject's package-dir maps them under `tokgen` when installed), so nothing is installed as a
 top-level `train` or `eval` that a user's own train.py or eval.py would shadow.
 """

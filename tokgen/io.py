@@ -1,6 +1,7 @@
-"""Model folders the Hugging Face way (config.json + model.safetensors), written and read the same
-way by `tokenizers_vq` and `generators`: one implementation of the atomic folder swap, the strict
-load that names every bad key, and the eval-mode context.  Depends on torch alone."""
+"""Model folders the Hugging Face way (config.json + model.safetensors, and the README.md model
+card of tokgen/hub.py, written inside the same atomic swap), written and read the same way by
+`tokenizers_vq` and `generators`: one implementation of the atomic folder swap, the strict load
+that names every bad key, and the eval-mode context.  Depends on torch alone."""
 from __future__ import annotations
 
 import contextlib

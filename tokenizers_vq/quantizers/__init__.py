@@ -1,29 +1,21 @@
-"""Quantizers behind one interface (`Quantizer`), one file per method, and the registry that
-builds one from a `TokenizerConfig` (the only place that dispatches on the kind)."""
+"""Quantizers behind one interface (`Quantizer`), one file per kind.  Importing a file registers
+its kind (`@register_quantizer`); a new kind is one new file plus its import line here."""
 
 from __future__ import annotations
 
-from ..config import QUANTIZER_KINDS, TokenizerConfig
-from .base import Quantizer, QuantizerOutput, codebook_stats
+from .base import (QUANTIZERS, Quantizer, QuantizerOutput, build_quantizer, codebook_stats, quantizer_class,
+                   register_quantizer)
+# one line per kind; this order is QUANTIZER_KINDS's
+from .vq import VQ  # noqa: I001
+from .msvq import MultiScaleVQ
 from .fsq import FSQQuantizer
 from .lfq import LFQQuantizer
-from .msvq import MultiScaleVQ
-from .vq import VQ
 
-QUANTIZERS: dict[str, type[Quantizer]] = {
-    "vq": VQ,
-    "msvq": MultiScaleVQ,
-    "fsq": FSQQuantizer,
-    "lfq": LFQQuantizer,
-}
-assert tuple(QUANTIZERS) == QUANTIZER_KINDS
-
-
-def build_quantizer(config: TokenizerConfig) -> Quantizer:
-    return QUANTIZERS[config.quantizer].from_config(config)
-
+# The kinds tokgen ships, in registration order (tests run over them); QUANTIZERS also holds any
+# kind registered later.
+QUANTIZER_KINDS: tuple[str, ...] = tuple(QUANTIZERS)
 
 __all__ = [
-    "QUANTIZERS", "Quantizer", "QuantizerOutput", "VQ", "MultiScaleVQ", "FSQQuantizer",
-    "LFQQuantizer", "build_quantizer", "codebook_stats",
+    "QUANTIZERS", "QUANTIZER_KINDS", "Quantizer", "QuantizerOutput", "VQ", "MultiScaleVQ", "FSQQuantizer",
+    "LFQQuantizer", "build_quantizer", "codebook_stats", "quantizer_class", "register_quantizer",
 ]

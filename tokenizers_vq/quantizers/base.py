@@ -1,13 +1,25 @@
-"""The one interface every quantizer implements, and the codebook statistics they all report."""
+"""The one interface every quantizer implements, the registry of quantizer kinds, and the codebook
+statistics they all report.
+
+A quantizer kind is one class in one file, registered by name with `@register_quantizer("kind")`
+(and that file imported in quantizers/__init__.py).  The class owns everything about its kind:
+building from a `TokenizerConfig` (`from_config`), checking the config (`validate_config`), and
+what its tokens are (`codebook_size`, `scales`), which the tokenizer's spec reads off the built
+quantizer.  Nothing elsewhere dispatches on the kind.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
+
+if TYPE_CHECKING:  # the config module imports this package lazily (for validation): no cycle at runtime
+    from ..config import TokenizerConfig
 
 
 @dataclass
@@ -22,19 +34,91 @@ class Quantizer(nn.Module):
     """Base class: `forward(z) -> QuantizerOutput` and `indices_to_latent(indices) -> z_q`.
 
     Subclasses set `codebook_size` (ids are in [0, codebook_size)), `scales` (token-map sides,
-    coarse to fine; single-scale quantizers have `[h]`) and `dim` (latent channels C).
-    `indices_to_latent` assumes valid ids: `VQTokenizer.decode` checks them first.
+    coarse to fine; single-scale quantizers have `[h]`) and `dim` (latent channels C) when built,
+    and implement `from_config`.  `indices_to_latent` assumes valid ids: `VQTokenizer.decode`
+    checks them first.
     """
+
+    kind: ClassVar[str] = ""             # the registered name (`TokenizerConfig.quantizer`); set by register_quantizer
+    multi_scale: ClassVar[bool] = False  # True: takes `TokenizerConfig.scales` (several token maps per image)
 
     codebook_size: int
     scales: list[int]
     dim: int
+
+    @classmethod
+    def from_config(cls, cfg: TokenizerConfig) -> "Quantizer":  # pragma: no cover - interface
+        raise NotImplementedError(f"{cls.__name__} must implement from_config(cfg) to be built by a VQTokenizer")
+
+    @classmethod
+    def validate_config(cls, cfg: TokenizerConfig) -> None:
+        """Raise ValueError naming a setting of `cfg` this kind cannot be built with, and the fix
+        (`TokenizerConfig` calls it at construction, before any weights exist).  The default suits
+        single-scale kinds: `scales` must be unset (or the one full token map)."""
+        if cfg.scales is not None and tuple(cfg.scales) != (cfg.token_size,):
+            multi = " or ".join(f"quantizer={k!r}" for k, c in QUANTIZERS.items() if c.multi_scale)
+            raise ValueError(f"scales={cfg.scales} only applies to {multi or 'a multi-scale quantizer'}; a "
+                             f"single-scale {cfg.quantizer!r} tokenizer has scales ({cfg.token_size},): drop the field")
+
+    @classmethod
+    def token_layout(cls, cfg: TokenizerConfig) -> tuple[int, tuple[int, ...]]:
+        """(codebook_size, scales) of the quantizer `cfg` builds, read off an instance built on the
+        meta device (no memory, no init), so a config's spec needs no per-kind formula.  A kind whose
+        construction reads tensor values (meta tensors have none) overrides this."""
+        try:
+            with torch.device("meta"):
+                q = cls.from_config(cfg)
+        except (RuntimeError, NotImplementedError) as err:
+            raise RuntimeError(
+                f"{cls.__name__} cannot be built on the meta device to read its token layout ({err}): "
+                f"override {cls.__name__}.token_layout(cfg) to return (codebook_size, scales) from the config"
+            ) from err
+        return q.codebook_size, tuple(q.scales)
 
     def forward(self, z: Tensor) -> QuantizerOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
     def indices_to_latent(self, indices: list[Tensor]) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+# kind -> class, filled by @register_quantizer as quantizers/__init__.py imports each file
+QUANTIZERS: dict[str, type[Quantizer]] = {}
+
+
+def register_quantizer(kind: str) -> Callable[[type[Quantizer]], type[Quantizer]]:
+    """Class decorator: `@register_quantizer("fsq")` makes `TokenizerConfig(quantizer="fsq")` build
+    the class."""
+    def wrap(cls: type[Quantizer]) -> type[Quantizer]:
+        if not (isinstance(cls, type) and issubclass(cls, Quantizer)):
+            raise TypeError(f"@register_quantizer({kind!r}) needs a Quantizer subclass, got {cls!r}")
+        if kind in QUANTIZERS and QUANTIZERS[kind] is not cls:
+            raise ValueError(f"quantizer kind {kind!r} is already registered by {QUANTIZERS[kind].__name__}: "
+                             f"pick another name")
+        cls.kind = kind
+        QUANTIZERS[kind] = cls
+        return cls
+    return wrap
+
+
+def quantizer_class(kind: str) -> type[Quantizer]:
+    if kind not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer {kind!r}; choose one of {tuple(QUANTIZERS)} (a new kind is a "
+                         f"Quantizer subclass decorated with @register_quantizer)")
+    return QUANTIZERS[kind]
+
+
+def build_quantizer(cfg: TokenizerConfig) -> Quantizer:
+    return quantizer_class(cfg.quantizer).from_config(cfg)
+
+
+def check_vq_codebook(cfg: TokenizerConfig) -> None:
+    """The checks of a vector-quantize-pytorch codebook (VQ and multi-scale VQ)."""
+    if cfg.codebook_size < 2:
+        raise ValueError(f"codebook_size must be >= 2, got {cfg.codebook_size}")
+    if cfg.use_cosine_sim and cfg.learnable_codebook:
+        raise ValueError("use_cosine_sim needs the EMA codebook (vector-quantize-pytorch cannot learn "
+                         "cosine codes by gradient); set learnable_codebook=False")
 
 
 @contextlib.contextmanager

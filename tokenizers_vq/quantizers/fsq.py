@@ -15,9 +15,10 @@ from torch import Tensor
 from vector_quantize_pytorch import FSQ
 
 from ..config import TokenizerConfig
-from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision
+from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision, register_quantizer
 
 
+@register_quantizer("fsq")
 class FSQQuantizer(Quantizer):
     def __init__(self, dim: int, levels: tuple[int, ...], token_size: int):
         super().__init__()
@@ -28,6 +29,18 @@ class FSQQuantizer(Quantizer):
     @classmethod
     def from_config(cls, cfg: TokenizerConfig) -> "FSQQuantizer":
         return cls(cfg.z_channels, cfg.fsq_levels, cfg.token_size)
+
+    @classmethod
+    def validate_config(cls, cfg: TokenizerConfig) -> None:
+        super().validate_config(cfg)
+        if not cfg.fsq_levels or min(cfg.fsq_levels) < 3:
+            raise ValueError(f"fsq_levels must all be >= 3 (FSQ paper, e.g. (8, 5, 5, 5)), got {cfg.fsq_levels}")
+
+    @classmethod
+    def token_layout(cls, cfg: TokenizerConfig) -> tuple[int, tuple[int, ...]]:
+        # vector-quantize-pytorch's FSQ reads its levels' product with .item() when built, which the
+        # meta device of the default cannot give; the product is the codebook size __init__ sets.
+        return math.prod(cfg.fsq_levels), (cfg.token_size,)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         with full_precision(z.device):

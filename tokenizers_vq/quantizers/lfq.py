@@ -12,9 +12,10 @@ from torch import Tensor
 from vector_quantize_pytorch import LFQ
 
 from ..config import TokenizerConfig
-from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision
+from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision, register_quantizer
 
 
+@register_quantizer("lfq")
 class LFQQuantizer(Quantizer):
     def __init__(
         self,
@@ -44,6 +45,12 @@ class LFQQuantizer(Quantizer):
             commitment_loss_weight=cfg.lfq_commitment_weight,
             diversity_gamma=cfg.lfq_diversity_gamma,
         )
+
+    @classmethod
+    def validate_config(cls, cfg: TokenizerConfig) -> None:
+        super().validate_config(cfg)
+        if not 1 <= cfg.lfq_bits <= 20:
+            raise ValueError(f"lfq_bits must be in [1, 20] (codebook 2 ** bits), got {cfg.lfq_bits}")
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         with full_precision(z.device):

@@ -52,7 +52,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..config import TokenizerConfig
-from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision, vector_quantize
+from .base import (Quantizer, QuantizerOutput, check_vq_codebook, codebook_stats, full_precision, register_quantizer,
+                   vector_quantize)
 
 
 class Phi(nn.Module):
@@ -92,7 +93,10 @@ def phi_indices(num_scales: int, num_phis: int) -> list[int]:
     return picks
 
 
+@register_quantizer("msvq")
 class MultiScaleVQ(Quantizer):
+    multi_scale = True
+
     def __init__(
         self,
         dim: int,
@@ -134,6 +138,23 @@ class MultiScaleVQ(Quantizer):
             threshold_ema_dead_code=cfg.threshold_ema_dead_code,
             commitment_weight=cfg.commitment_weight, sync_codebook=cfg.sync_codebook,
         )
+
+    @classmethod
+    def validate_config(cls, cfg: TokenizerConfig) -> None:
+        check_vq_codebook(cfg)
+        scales, token_size = cfg.scales, cfg.token_size
+        if not scales:
+            raise ValueError(f"quantizer='msvq' needs scales, e.g. (1, 2, 3, 4, 6, {token_size})")
+        if any(s < 1 for s in scales) or any(a >= b for a, b in zip(scales, scales[1:])):
+            raise ValueError(f"scales must be positive and strictly increasing, got {scales}")
+        if scales[-1] != token_size:
+            raise ValueError(f"the last scale must be the full token map {token_size} (= image_size "
+                             f"{cfg.image_size} // factor {cfg.factor}), got scales {scales}")
+        if cfg.use_cosine_sim:
+            raise ValueError("msvq quantizes residuals, whose norms matter; cosine lookup discards them. "
+                             "Set use_cosine_sim=False (codebook_dim still gives a factorised lookup)")
+        if cfg.phi_count < 1 or not 0.0 <= cfg.phi_ratio <= 1.0:
+            raise ValueError(f"phi_count must be >= 1 and phi_ratio in [0, 1], got {cfg.phi_count}, {cfg.phi_ratio}")
 
     # ------------------------------------------------------------ the steps VAR needs
 

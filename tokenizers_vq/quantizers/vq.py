@@ -19,9 +19,11 @@ from einops import rearrange
 from torch import Tensor
 
 from ..config import TokenizerConfig
-from .base import Quantizer, QuantizerOutput, codebook_stats, full_precision, vector_quantize
+from .base import (Quantizer, QuantizerOutput, check_vq_codebook, codebook_stats, full_precision, register_quantizer,
+                   vector_quantize)
 
 
+@register_quantizer("vq")
 class VQ(Quantizer):
     def __init__(
         self,
@@ -61,6 +63,11 @@ class VQ(Quantizer):
             commitment_weight=cfg.commitment_weight, rotation_trick=cfg.rotation_trick,
             sync_codebook=cfg.sync_codebook,
         )
+
+    @classmethod
+    def validate_config(cls, cfg: TokenizerConfig) -> None:
+        super().validate_config(cfg)
+        check_vq_codebook(cfg)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         with full_precision(z.device):
