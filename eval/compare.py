@@ -1,8 +1,8 @@
 """The comparison report: one table, a plot of quality against sampling time, results.json.
 
-This is the pure report side of `tokgen compare` (train/commands/compare.py does the training,
-sampling and measuring): it takes a results dict and writes files, so it is testable without any
-model.  The results dict:
+This is the pure report side of `tokgen compare` (train/jobs/comparison/ plans, trains, samples and
+measures, and assembles the results dict): it takes a results dict and writes files, so it is
+testable without any model.  The results dict:
 
     {"settings": {...},                       # everything needed to reproduce the run
      "quality_key": "caption_match",          # the judged figure plotted against time

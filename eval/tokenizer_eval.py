@@ -22,7 +22,7 @@ def evaluate_tokenizer(tokenizer, dataset, judge=None, n: int = 2000, batch_size
     was_training = tokenizer.training
     tokenizer.eval()
     spec = tokenizer.spec
-    psnrs, ssims, recons, conds = [], [], [], []
+    psnrs, ssims, recons, captions, labels = [], [], [], [], []
     tokens_per_scale: list[list[torch.Tensor]] = [[] for _ in spec.scales]
     start = time.perf_counter()
     for lo in tqdm(range(0, n, batch_size), desc="reconstructing", disable=not progress, leave=False):
@@ -36,7 +36,8 @@ def evaluate_tokenizer(tokenizer, dataset, judge=None, n: int = 2000, batch_size
             tokens_per_scale[k].append(t.cpu())
         recons.append(recon.cpu())
         if judge is not None:
-            conds += [it[judge.condition] for it in items]
+            captions += [it.get("caption") for it in items]
+            labels += [int(it.get("label", -1)) for it in items]
     seconds = time.perf_counter() - start
     tokenizer.train(was_training)
     result = {
@@ -51,5 +52,5 @@ def evaluate_tokenizer(tokenizer, dataset, judge=None, n: int = 2000, batch_size
         "images_per_second": n / seconds,
     }
     if judge is not None:
-        result["judge"] = judge.score(torch.cat(recons), conds if judge.condition == "caption" else torch.tensor(conds))
+        result["judge"] = judge.score(torch.cat(recons), judge.targets(captions, torch.tensor(labels)))
     return result

@@ -194,23 +194,20 @@ def test_compare_end_to_end_then_loads_the_finished_runs(data, tmp_path, capsys)
 @pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
 def test_nfe_counts_core_passes_per_image_and_guidance_twice(cfg_scale):
     """AR: one pass per token (KV cache), VAR: one per scale, MaskGIT / D3PM: one per step; x2 with CFG."""
-    from types import SimpleNamespace
-
     from tokgen.generators import build_generator
-    from tokgen.train.commands.compare import _count_nfe
-    from tokgen.train.tasks.generator import SampleConfig, attach_tokenizer, condition_rows
+    from tokgen.pipeline import SampleConfig, condition_rows
+    from tokgen.train.evaluation import EvalConfig, count_nfe
 
     tokenizer = tiny_tokenizer()
     spec, per_pass = tokenizer.spec, 2 if cfg_scale != 1 else 1
-    args = SimpleNamespace(n=8, seed=0, precision="fp32")
     want = {("ar", None): 1 + 4 + 16, ("var", None): 3, ("maskgit", 5): 5, ("d3pm", 7): 7}
     for (family, steps), passes in want.items():
         torch.manual_seed(0)
         generator = build_generator(family, spec, dict(width=32, depth=1, heads=4, num_classes=4)).eval()
-        attach_tokenizer(generator, tokenizer)        # VAR's scale inputs; a no-op for the others
+        generator.attach_tokenizer(tokenizer)         # VAR's scale inputs; a spec check for the others
         rows = condition_rows(generator, torch.arange(8) % 4)
-        nfe = _count_nfe(generator, rows, SampleConfig(steps=steps, cfg_scale=cfg_scale), args)
-        assert nfe == passes * per_pass, family
+        config = EvalConfig(n=8, seed=0, sampling=SampleConfig(steps=steps, cfg_scale=cfg_scale), precision="fp32")
+        assert count_nfe(generator, rows, config) == passes * per_pass, family
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -241,6 +238,14 @@ def test_bad_inputs_give_clear_errors(data, tmp_path):
         tokgen(compare_args(data, out, "--families", "maskgit", "--n", "32"))
     with pytest.raises(SystemExit, match="no token folder"):
         tokgen(["compare", "--tokens", str(tmp_path / "missing"), "--tokenizer", str(other)])
+    # the library function behind the command raises, for callers of their own
+    from tokgen.train.jobs import CompareConfig, compare
+
+    with pytest.raises(FileNotFoundError, match="no token folder"):
+        compare(CompareConfig(tokens=str(tmp_path / "missing"), tokenizer=str(other)))
+    with pytest.raises(ValueError, match="not among --families"):
+        compare(CompareConfig(tokens=str(data / "tokens"), tokenizer=str(data / "tokenizer"), families=("maskgit",),
+                              n=8, nll_n=8, sample_steps={"d3pm": (16,)}, out=str(out)))
     assert not out.exists()     # nothing was trained or written
 
 

@@ -10,13 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from tokgen.generators import FAMILIES, load_generator
+from tokgen.generators import FAMILIES, condition_kind, load_generator
 from tokgen.tokenizers_vq import VQTokenizer, get_preset
 from tokgen.train.cli import main as tokgen
 from tokgen.data.tokens import TokenDataset, write_token_split
 from tokgen.train.engine import TrainConfig, Trainer
 from tokgen.train.schedule import ScheduleConfig
-from tokgen.train.tasks.generator import GeneratorTask, SampleConfig, build_from_tokens, condition_rows, sample_tokens
+from tokgen.pipeline import TOKENIZER_REF, SampleConfig, condition_rows, sample_tokens
+from tokgen.train.tasks.generator import GeneratorTask, build_from_tokens
 
 SCALES = (1, 2, 4)
 CAPTIONS = ["a large red circle at the top left", "a small blue square in the center",
@@ -91,10 +92,11 @@ def test_every_family_trains_saves_evaluates_and_samples(data, tmp_path, family,
     assert ev["sampling"]["top_p"] == (0.9 if family == "ar" else None)     # and nucleus mass
     assert 0 <= ev["judge"]["caption_match"] <= 1 and 0 <= ev["reference"]["caption_match"] <= 1
     model = load_generator(run / "generator")
-    assert model.family == family and model.config.condition == condition
-    assert (run / "text-tokenizer.json").is_file() == (condition == "text")
+    assert (model.family, model.config.condition) == (family, condition)
+    assert (run / "text-tokenizer.json").is_file() == condition_kind(condition).uses_captions
+    assert (run / "generator" / TOKENIZER_REF).is_file()         # the tokenizer it was trained on, recorded
 
-    prompts = ["--captions", *CAPTIONS[:2]] if condition == "text" else ["--classes", "0", "3"]
+    prompts = ["--captions", *CAPTIONS[:2]] if condition_kind(condition).uses_captions else ["--classes", "0", "3"]
     out = tmp_path / "grid.png"
     assert tokgen(["sample", "--generator", str(run / "generator"), "--tokenizer", str(data / "tokenizer"),
                    *prompts, "--num-per-prompt", "2", "--out", str(out)]) == 0
@@ -234,12 +236,15 @@ def test_without_a_tokenizer_a_family_trains_or_asks_for_one(data, tmp_path, fam
 def test_sampling_left_open_takes_the_family_defaults_and_an_explicit_value_wins(data):
     """cfg scale and top-p left open resolve to the family's own (AR 1.5 and 0.9, the others 3.0 and no
     filter); given values are kept, and top_p 1.0 is how a caller turns AR's filter off."""
+    from types import SimpleNamespace
+
     from tokgen.generators import family_class, sample
 
     for family, cfg, top_p in (("ar", 1.5, 0.9), ("maskgit", 3.0, None), ("var", 3.0, None), ("d3pm", 3.0, None)):
         cls = family_class(family)
         gen = type("Stub", (), {"default_cfg_scale": cls.default_cfg_scale, "default_top_p": cls.default_top_p,
-                                "config": type("C", (), {"condition": "text"})()})()
+                                "resolve_cfg_scale": cls.resolve_cfg_scale,
+                                "conditioning": SimpleNamespace(conditional=True)})()   # a caption model
         open_ = SampleConfig().resolved(gen)
         assert (open_["cfg_scale"], open_["top_p"]) == (cfg, top_p), family
         given = SampleConfig(cfg_scale=2.0, top_p=1.0).resolved(gen)

@@ -1,7 +1,9 @@
 """The `tokgen` command line: a thin dispatcher over `train/commands/`.
 
 Each command lives in its own module with a one-line `HELP`, a `build_parser()` and a
-`main(argv)`, so that `tokgen CMD --help` is that module's own parser and this file only routes.
+`main(argv)`, so that `tokgen CMD --help` is that module's own parser and this file only routes;
+`main` turns the flags into a typed config and calls one library function (for training, tokens and
+the comparison: `tokgen.train.jobs`).
 """
 from __future__ import annotations
 

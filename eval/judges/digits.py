@@ -146,6 +146,12 @@ class DigitsJudge:
     """
 
     condition = "label"  # what score() compares images with (CONTRIBUTING.md, Judges)
+    headline = "accuracy"  # the one figure of score() that sums a sample set up (a report's quality axis)
+
+    @staticmethod
+    def targets(captions, labels):
+        """What score() compares images with, out of their items' captions and labels."""
+        return labels
 
     def __init__(self, image_size: int = 32, seed: int = 0, config: DigitsJudgeConfig | None = None):
         if image_size not in IMAGE_SIZES:

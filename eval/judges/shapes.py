@@ -65,6 +65,12 @@ class ShapesJudge:
     """
 
     condition = "caption"  # what score() compares images with (CONTRIBUTING.md, Judges)
+    headline = "caption_match"  # the one figure of score() that sums a sample set up (a report's quality axis)
+
+    @staticmethod
+    def targets(captions, labels) -> list[str]:
+        """What score() compares images with, out of their items' captions and labels."""
+        return list(captions)
 
     def __init__(self, image_size: int = 32, num_objects: int = 1, max_rel_error: float = 0.35,
                  max_color_residual: float = 0.12,

@@ -1,15 +1,4 @@
-"""One module per `tokgen` command (see train/cli.py), and the process facts they share."""
-from __future__ import annotations
-
-import os
-
-
-# The launcher's environment (accelerate launch / torchrun set RANK and WORLD_SIZE) is read
-# rather than an Accelerator's state: commands need these answers before, between and after the
-# trainers that build one.
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+"""One module per `tokgen` command (see train/cli.py): each parses its flags into a typed config and
+calls one library function of `tokgen.train.jobs`; no command imports another.  The flags that
+two commands share live in `options.py`, `generator_flags.py` and `compare_flags.py`, and
+`config_file.py` reads `--config FILE`."""

@@ -26,14 +26,15 @@ run they stop depends on the machine; the report says so).  Precision is chosen 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from . import is_main_process, world_size
+from ..distributed import is_main_process, wait_for_everyone
+from .config_file import add_config_argument
+from .options import parse_args
 
 # The demo's token scales: 85 tokens (1 + 4 + 16 + 64).  In paired runs at the demo's budget every family
 # matched as many captions or more on them as on the preset's 130 (README, "Why AR and D3PM learned slowly").
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="tokgen demo", description=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    add_config_argument(p)
     p.add_argument("--out", default="tokgen-out/demo", help="report folder (its run folders are rebuilt)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--judge-n", type=int, default=500, help="test images per judge measurement")
@@ -116,15 +118,19 @@ def _stage(title: str, number: int, total: int) -> float:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    for flag, value in (("--tokenizer-steps", args.tokenizer_steps), ("--steps-per-family", args.steps_per_family),
-                        ("--tokenizer-batch-size", 1 if args.tokenizer_batch_size is None else args.tokenizer_batch_size)):
-        if value < 1:
-            raise SystemExit(f"error: {flag} must be >= 1, got {value}")
-    for flag, value in (("--tokenizer-minutes", args.tokenizer_minutes), ("--minutes-per-family", args.minutes_per_family)):
-        if value < 0:
-            raise SystemExit(f"error: {flag} must be >= 0 (0 = no cap), got {value}")
-    _check_tokenizer_scales(args)
+    args = parse_args(build_parser(), argv)
+    try:
+        _check_budgets(args)
+        _check_tokenizer_scales(args)
+        comparison = _compare_config(args)          # every setting checked before the first stage
+        return _run(args, comparison, "tokgen demo " + shlex.join(argv))
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def _run(args, comparison, command: str) -> int:
+    from ..jobs.comparison import compare
+
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,37 +150,44 @@ def main(argv: list[str]) -> int:
         results["seconds"]["judges"] = round(time.perf_counter() - t, 1)
 
     t = _stage(_tokenizer_title(args), 3, total) if main_process else time.perf_counter()
-    tokenizer = _tokenizer(args, out)
-    if args.tokenizer is None and main_process:
-        results["tokenizer"] = json.loads((out / "tokenizer-run" / "eval.json").read_text())
+    trained = _tokenizer(args, out)
+    if trained is not None:
+        results["tokenizer"] = trained.to_dict()
         grids["tokenizer reconstructions (top: test images, bottom: reconstructions)"] = \
             sorted((out / "tokenizer-run" / "samples").glob("*.png"))[-1]
     results["seconds"]["tokenizer"] = round(time.perf_counter() - t, 1)
 
-    tokens = out / "tokens"
     if main_process:
         t = _stage(f"tokens: encoding {args.token_limit:,} train and {_eval_items(args):,} val and test items",
                    4, total)
-        _extract(tokenizer, tokens, args)
+        _extract(comparison.tokenizer, Path(comparison.tokens), args)
         results["seconds"]["tokens"] = round(time.perf_counter() - t, 1)
-    _wait_for_everyone()
+    wait_for_everyone()       # the others wait while the main process extracts the tokens
 
     if main_process:
-        _stage(f"compare: {', '.join(args.families)}, {args.steps_per_family:,} steps of {args.batch_size} each"
-               f"{_cap(args.minutes_per_family)}, {args.n} samples", 5, total)
-    from . import compare
-
-    compare_argv = _compare_argv(args, tokenizer, tokens)
+        _stage(f"compare: {', '.join(comparison.families)}, {comparison.train.max_steps:,} steps of "
+               f"{comparison.train.batch_size} each{_cap(comparison.train.max_minutes)}, {comparison.n} samples",
+               5, total)
     t = time.perf_counter()
-    report = compare.run(compare.build_parser().parse_args(compare_argv), compare_argv,
-                         extra_report=_report_sections(out, results, grids) if main_process else [],
-                         extra_results={"demo": results, "title": "tokgen demo"} if main_process else None)
+    report = compare(comparison, command=command,
+                     extra_report=_report_sections(out, results, grids) if main_process else [],
+                     extra_results={"demo": results, "title": "tokgen demo"} if main_process else None)
     if report is not None:
         results["seconds"]["compare"] = round(time.perf_counter() - t, 1)
         results["seconds"]["total"] = round(time.perf_counter() - start, 1)
         _record_total(out, report, results)
         print(f"[demo] {results['seconds']['total'] / 60:.1f} min in all; report: {report}")
     return 0
+
+
+def _check_budgets(args) -> None:
+    for flag, value in (("--tokenizer-steps", args.tokenizer_steps), ("--steps-per-family", args.steps_per_family),
+                        ("--tokenizer-batch-size", 1 if args.tokenizer_batch_size is None else args.tokenizer_batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    for flag, value in (("--tokenizer-minutes", args.tokenizer_minutes), ("--minutes-per-family", args.minutes_per_family)):
+        if value < 0:
+            raise ValueError(f"{flag} must be >= 0 (0 = no cap), got {value}")
 
 
 def _record_total(out: Path, report: Path, results: dict) -> None:
@@ -254,10 +267,17 @@ def _check_tokenizer_scales(args) -> None:
     if not args.tokenizer_scales:
         return
     try:
-        get_preset(args.tokenizer_preset, scales=tuple(int(s) for s in args.tokenizer_scales.split(",")))
+        get_preset(args.tokenizer_preset, scales=_scales(args.tokenizer_scales))
     except ValueError as e:
-        raise SystemExit(f"error: --tokenizer-scales {args.tokenizer_scales!r}: {e} (or --tokenizer-scales '' "
+        raise ValueError(f"--tokenizer-scales {args.tokenizer_scales!r}: {e} (or --tokenizer-scales '' "
                          f"for the preset's own scales)") from None
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ValueError(f"--tokenizer-scales {text!r}: give whole numbers, e.g. {DEMO_SCALES}") from None
 
 
 def _tokenizer_title(args) -> str:
@@ -270,58 +290,64 @@ def _tokenizer_title(args) -> str:
             f"reconstructions of {args.tokenizer_eval_n} test images")
 
 
-def _tokenizer(args, out: Path) -> str:
-    """The tokenizer folder: the one given, or one trained from scratch (every process trains)."""
+def _tokenizer(args, out: Path):
+    """Train the tokenizer from scratch into OUT/tokenizer-run (every process trains); its result
+    on the main process.  None with --tokenizer (a trained one is used) and on the other processes."""
     if args.tokenizer:
-        return args.tokenizer
-    from . import train_tokenizer
+        return None
+    from ..jobs.tokenizer import TokenizerRunConfig, preset_train_config, train_tokenizer
 
     run = out / "tokenizer-run"
     if is_main_process():
         shutil.rmtree(run, ignore_errors=True)   # a demo always starts from scratch
-    scales = ["--set", f"scales=[{args.tokenizer_scales}]"] if args.tokenizer_scales else []
-    batch = [] if args.tokenizer_batch_size is None else ["--batch-size", str(args.tokenizer_batch_size)]
-    train_tokenizer.main(["--preset", args.tokenizer_preset, *scales, *batch, "--max-steps", str(args.tokenizer_steps),
-                          "--max-minutes", str(args.tokenizer_minutes),
-                          "--mixed-precision", args.tokenizer_precision, "--out-dir", str(run),
-                          "--eval-n", str(args.tokenizer_eval_n), "--seed", str(args.seed), "--resume", "none"])
-    return str(run / "tokenizer")
+    batch = {} if args.tokenizer_batch_size is None else {"batch_size": args.tokenizer_batch_size}
+    train = preset_train_config(args.tokenizer_preset, max_steps=args.tokenizer_steps,
+                                max_minutes=args.tokenizer_minutes, mixed_precision=args.tokenizer_precision,
+                                out_dir=str(run), seed=args.seed, resume=None, **batch)
+    scales = {"scales": list(_scales(args.tokenizer_scales))} if args.tokenizer_scales else {}
+    return train_tokenizer(TokenizerRunConfig(preset=args.tokenizer_preset, overrides=scales, train=train,
+                                              eval_n=args.tokenizer_eval_n))
 
 
 def _extract(tokenizer: str, tokens: Path, args) -> None:
     """Train tokens (limited), then val and test (enough for --n and --nll-n), into one folder."""
-    from . import extract_tokens
+    from ..jobs.tokens import ExtractConfig, extract_tokens
 
     shutil.rmtree(tokens, ignore_errors=True)
-    for splits, limit in (("train", args.token_limit), ("val,test", _eval_items(args))):
-        extract_tokens.main(["--tokenizer", tokenizer, "--out", str(tokens), "--splits", splits,
-                             "--limit", str(limit)])
+    for splits, limit in ((("train",), args.token_limit), (("val", "test"), _eval_items(args))):
+        extract_tokens(ExtractConfig(tokenizer=tokenizer, out=str(tokens), splits=splits, limit=limit))
 
 
 def _eval_items(args) -> int:
     return max(args.eval_items, args.n, args.nll_n)
 
 
-def _compare_argv(args, tokenizer: str, tokens: Path) -> list[str]:
-    """compare's flags: the demo's budgets, --retrain (from scratch), step counts of the families compared."""
-    steps = [s for s in args.sample_steps if s.partition("=")[0] in args.families]
-    return ["--tokens", str(tokens), "--tokenizer", tokenizer, "--out", args.out, "--retrain",
-            "--families", *args.families, "--size", args.size, "--condition", "text",
-            "--max-steps", str(args.steps_per_family), "--max-minutes", str(args.minutes_per_family),
-            "--curve-points", str(args.curve_points), "--curve-n", str(args.curve_n),
-            "--mixed-precision", args.generator_precision, "--n", str(args.n), "--nll-n", str(args.nll_n),
-            "--precision", args.precision, *(["--sample-steps", *steps] if steps else []), "--seed", str(args.seed),
-            "--train-flags", f"--batch-size {args.batch_size} --lr {args.lr:g}", *shlex.split(args.compare_flags)]
+def _compare_config(args):
+    """compare's settings: the demo's budgets, afresh (retrain), the step counts of the families
+    compared; then --compare-flags on top, read by compare's own flag definitions."""
+    import dataclasses
 
+    from ..jobs.comparison import CompareConfig
+    from .compare_flags import add_compare_flags, config_from_flags, parse_sample_steps
+    from .options import given_flags
 
-# ---------------------------------------------------------------------------- processes
-
-def _wait_for_everyone() -> None:
-    """Under `accelerate launch`: the others wait here while the main process extracts the tokens."""
-    if world_size() > 1:
-        from accelerate.state import PartialState
-
-        PartialState().wait_for_everyone()
+    out = Path(args.out)
+    base = CompareConfig(tokens=str(out / "tokens"), tokenizer=args.tokenizer or str(out / "tokenizer-run" / "tokenizer"))
+    train = dataclasses.replace(base.train, max_steps=args.steps_per_family, max_minutes=args.minutes_per_family,
+                                mixed_precision=args.generator_precision, seed=args.seed,
+                                batch_size=args.batch_size, lr=args.lr)
+    steps = {f: s for f, s in parse_sample_steps(args.sample_steps).items() if f in args.families}
+    config = dataclasses.replace(base, out=args.out, retrain=True, families=tuple(args.families), size=args.size,
+                                 condition="text", train=train, curve_points=args.curve_points,
+                                 curve_n=args.curve_n, n=args.n, nll_n=args.nll_n, precision=args.precision,
+                                 sample_steps=steps)
+    parser = argparse.ArgumentParser(prog="tokgen demo --compare-flags", add_help=False)
+    add_compare_flags(parser, required=False)
+    given, unknown = given_flags(parser, args.compare_flags)
+    if unknown:
+        raise ValueError(f"--compare-flags {args.compare_flags!r}: {' '.join(unknown)} is not a flag of "
+                         "`tokgen compare` (see tokgen compare --help)")
+    return config_from_flags(given, base=config)
 
 
 # ---------------------------------------------------------------------------- the demo's report sections

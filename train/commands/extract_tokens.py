@@ -10,9 +10,11 @@ judge samples with the judge of the same data (a two-object judge for two-object
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
-from .options import add_dataset_arguments, dataset_options
+from .config_file import add_config_argument
+from .options import add_dataset_arguments, dataset_options, parse_args
 
 HELP = "encode a dataset with a trained tokenizer and write its tokens, labels and captions"
 
@@ -21,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..precision import SAMPLING_CHOICES
 
     p = argparse.ArgumentParser(prog="tokgen extract-tokens", description=HELP)
+    add_config_argument(p)
     p.add_argument("--tokenizer", required=True, help="a folder written by train-tokenizer (…/tokenizer)")
     add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="token folder to write")
@@ -41,42 +44,16 @@ def _cuda() -> bool:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    import torch
-    from tqdm.auto import tqdm
+    from ..jobs.tokens import ExtractConfig, extract_tokens
 
-    from tokgen.tokenizers_vq import VQTokenizer
-    from tokgen.data import build_dataset
-    from tokgen.data.tokens import check_token_folder, write_token_split
-
-    from ..precision import autocast, resolve_precision
-
-    tokenizer = VQTokenizer.from_pretrained(args.tokenizer, device=args.device).eval()
-    precision = resolve_precision(args.precision, args.device)
-    spec = tokenizer.spec
-    options = dataset_options(args)
+    args = parse_args(build_parser(), argv)
+    config = ExtractConfig(tokenizer=args.tokenizer, out=args.out, dataset=args.dataset,
+                           dataset_options=dataset_options(args),
+                           splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), limit=args.limit,
+                           batch_size=args.batch_size, device=args.device, precision=args.precision)
     try:
-        check_token_folder(args.out, spec.to_dict(), args.dataset, options)  # before any encoding
-    except ValueError as e:
-        raise SystemExit(f"error: {e}")
-    summary = {}
-    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
-        ds = build_dataset(args.dataset, split, spec.image_size, **options)
-        n = min(len(ds), args.limit) if args.limit else len(ds)
-        scales: list[list[torch.Tensor]] = [[] for _ in spec.scales]
-        labels, captions = [], []
-        for lo in tqdm(range(0, n, args.batch_size), desc=f"encoding {split}"):
-            items = [ds[i] for i in range(lo, min(n, lo + args.batch_size))]
-            images = torch.stack([it["image"] for it in items]).to(args.device)
-            with autocast(precision, args.device):
-                maps = tokenizer.encode(images)
-            for k, t in enumerate(maps):
-                scales[k].append(t.cpu())
-            labels += [it["label"] for it in items]
-            captions += [it["caption"] for it in items]
-        write_token_split(args.out, split, [torch.cat(s) for s in scales], torch.tensor(labels), captions,
-                          spec.to_dict(), args.dataset, options, precision=precision.to_dict())
-        summary[split] = n
-    print(json.dumps({"out": args.out, "items": summary, "spec": spec.to_dict(), "precision": str(precision)},
-                     indent=2))
+        result = extract_tokens(config)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(json.dumps(dataclasses.asdict(result), indent=2))
     return 0

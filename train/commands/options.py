@@ -1,5 +1,6 @@
 """Command-line options generated from config dataclasses, so every field (with the comment that
-documents it) is settable from the shell without a second list of flags to keep in step."""
+documents it) is settable from the shell without a second list of flags to keep in step; the
+dataset flags; and parsing: the flags over a --config file (config_file.py) over the defaults."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import dataclasses
 import inspect
 import json
 import re
+import shlex
 import typing
 
 
@@ -33,7 +35,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: tuple[str,
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{comments.get(f.name, '')} (default: {default})"
         if kind is bool:
-            group.add_argument(flag, dest=f.name, type=_parse_bool, default=default, metavar="BOOL", help=help_text)
+            group.add_argument(flag, dest=f.name, type=parse_bool, default=default, metavar="BOOL", help=help_text)
         elif kind in (int, float, str):  # a field may list its allowed values in metadata["choices"]
             group.add_argument(flag, dest=f.name, type=kind, default=default, choices=f.metadata.get("choices"),
                                help=help_text)
@@ -41,7 +43,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: tuple[str,
             group.add_argument(flag, dest=f.name, type=_or_none(base), default=default,
                                metavar=f"{_METAVARS[base]}|none", help=help_text)
         else:  # tuples, lists, dicts: given as JSON (or a plain string)
-            group.add_argument(flag, dest=f.name, type=_parse_json, default=default, metavar="JSON", help=help_text)
+            group.add_argument(flag, dest=f.name, type=parse_json, default=default, metavar="JSON", help=help_text)
 
 
 _METAVARS = {int: "INT", float: "FLOAT", str: "TEXT"}
@@ -61,10 +63,12 @@ def _or_none(base: type):
     def parse(text: str):
         return None if text.lower() in ("none", "null") else base(text)
     parse.__name__ = base.__name__        # argparse's message: "invalid int value: 'x'"
+    parse.base = base                     # what a --config file's value is checked against
     return parse
 
 
 def dataclass_from_args(cls, args: argparse.Namespace, **extra):
+    """An instance of `cls` from the flags of its fields (`add_dataclass_options`), `extra` on top."""
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in vars(args).items() if k in names}
     values.update(extra)
@@ -77,19 +81,19 @@ def parse_overrides(pairs: list[str] | None) -> dict:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: --set expects KEY=VALUE, got {pair!r} (e.g. --set codebook_size=512)")
-        out[key.strip()] = _parse_json(value)
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r} (e.g. --set codebook_size=512)")
+        out[key.strip()] = parse_json(value)
     return out
 
 
-def _parse_json(text: str):
+def parse_json(text: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         return None if text.lower() in ("none", "null") else text
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
     if text.lower() in ("0", "false", "no", "off"):
@@ -111,3 +115,29 @@ def dataset_options(args: argparse.Namespace) -> dict:
     """The options `build_dataset` and `judge_for` take, from `add_dataset_arguments`' flags; token
     folders record them, so generator training judges its samples with the judge of the same data."""
     return {"num_objects": args.num_objects} if args.num_objects else {}
+
+
+# ---------------------------------------------------------------------------- parsing
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str], config=None) -> argparse.Namespace:
+    """The flags in argv over a --config file (config_file.py) over the parser's defaults; a bad
+    file is `error: ...`.  `config`: the (path, values) of a file already read."""
+    from .config_file import apply_config, config_values
+
+    try:
+        path, values = config if config is not None else config_values(argv)
+        if path:
+            apply_config(parser, values, path)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    return parser.parse_args(argv)
+
+
+def given_flags(parser: argparse.ArgumentParser, text: str) -> tuple[dict, list[str]]:
+    """The flags given in one string (e.g. compare's --train-flags "--lr 1e-3"), parsed by
+    `parser` with every default left out: ({dest: value} of those given, the words it does not know)."""
+    for action in parser._actions:           # argparse keeps no public list of its actions
+        if action.dest != "help":
+            action.default, action.required = argparse.SUPPRESS, False
+    args, unknown = parser.parse_known_args(shlex.split(text))
+    return vars(args), unknown

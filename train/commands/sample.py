@@ -1,14 +1,20 @@
 """`tokgen sample`: draw images from a trained generator and write a captioned PNG grid.
 
-    tokgen sample --generator runs/gen/generator --tokenizer runs/tok/tokenizer \\
+    tokgen sample --generator runs/gen/generator \\
         --captions "a large red circle at the top left" "a small blue square at the center" \\
         --num-per-prompt 8 --cfg-scale 3 --seed 0 --out grid.png
-    tokgen sample --generator runs/gen-class/generator --tokenizer runs/tok/tokenizer --classes 3 7 --steps 16
-    tokgen sample --generator runs/gen-uncond/generator --tokenizer runs/tok/tokenizer --num-per-prompt 16
+    tokgen sample --generator runs/gen-class/generator --classes 3 7 --steps 16
+    tokgen sample --generator runs/gen-uncond/generator --num-per-prompt 16
     tokgen sample ... --prompts-file prompts.txt      # one caption (or class id) per line
+    tokgen sample --generator runs/gen/generator --captions "a small blue square at the center" \\
+        --image photo.png --mask mask.png               # inpaint: redraw the mask's white region
+    tokgen sample --generator runs/gen-class/generator --classes 3 --image photo.png --outpaint right:0.25
 
 One row per prompt, --num-per-prompt images each; the same --seed (and --batch-size) gives the same
-grid.  A thin wrapper over `tokgen.Pipeline` (tokgen/pipeline.py), which your own code can call.
+grid.  With --image, each row starts with the input, the region redrawn greyed out.  The tokenizer
+is the one the generator folder recorded (train-generator records it) unless --tokenizer names
+one.  A thin wrapper over `tokgen.Pipeline` (tokgen/pipeline.py: `__call__`, `inpaint`,
+`prepare_outpaint`), which your own code can call.
 """
 from __future__ import annotations
 
@@ -23,12 +29,13 @@ HELP = "sample a trained generator for captions / classes and write a captioned 
 
 def build_parser() -> argparse.ArgumentParser:
     from ..precision import SAMPLING_CHOICES
-    from ..tasks.generator import SampleConfig
+    from tokgen.pipeline import SampleConfig
 
     p = argparse.ArgumentParser(prog="tokgen sample", description=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--generator", required=True, help="a generator folder (train-generator's <out-dir>/generator)")
-    p.add_argument("--tokenizer", required=True, help="the tokenizer folder its tokens came from (decodes the samples)")
+    p.add_argument("--tokenizer", help="the tokenizer folder its tokens came from (decodes the samples); default: "
+                                       "the one the generator folder recorded (train-generator records it)")
     prompts = p.add_mutually_exclusive_group()
     prompts.add_argument("--captions", nargs="+", metavar="TEXT", help="captions, for a caption model")
     prompts.add_argument("--classes", nargs="+", type=int, metavar="ID",
@@ -45,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the generator's sampling forwards in float32 or under bfloat16 autocast (auto: bf16 "
                         "where the device runs it fast; decoding stays float32)")
     p.add_argument("--out", default="samples.png", help="the PNG grid to write")
+    edit = p.add_argument_group("inpainting / outpainting (families maskgit, var, d3pm; ar: the bottom only)")
+    edit.add_argument("--image", metavar="PATH", help="an image at the tokenizer's size to edit (with --mask or "
+                                                      "--outpaint); its tokens outside the redrawn region are kept")
+    edit.add_argument("--mask", metavar="PATH", help="a mask image of the same size: white = redraw, black = keep")
+    edit.add_argument("--outpaint", metavar="SIDE[:FRACTION]",
+                      help="shift the image away from SIDE (left, right, top, bottom) by FRACTION of its size "
+                           "(default 0.5, whole tokens) and generate the uncovered strip")
     add_dataclass_options(p, SampleConfig, title="sampling (SampleConfig)")
     return p
 
@@ -60,39 +74,99 @@ def main(argv: list[str]) -> int:
 
 
 def run(args) -> Path:
-    """A thin wrapper over `tokgen.Pipeline`: load it, turn the flags into prompts, sample, draw the grid."""
+    """A thin wrapper over `tokgen.Pipeline`: load it, turn the flags into prompts, sample (or
+    inpaint / outpaint --image), draw the grid."""
     import torch
 
     from tokgen.eval.visualize import save_captioned_grid
     from tokgen.pipeline import Pipeline, prompt_title
 
     from ..precision import autocast, resolve_precision
-    from ..tasks.generator import SampleConfig
+    from tokgen.pipeline import SampleConfig
 
     if args.num_per_prompt < 1:
         raise ValueError(f"--num-per-prompt must be >= 1, got {args.num_per_prompt}")
+    outpaint = _edit_flags(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = Pipeline.from_pretrained(args.generator, tokenizer=args.tokenizer, device=device)
-    labels, captions = _prompts(args, pipe.generator.config.condition)
+    labels, captions = _prompts(args, pipe.generator.conditioning)
     k = args.num_per_prompt
     sampling = dataclass_from_args(SampleConfig, args)
+    options = dict(num_per_prompt=k, seed=args.seed, batch_size=args.batch_size, truncate=args.truncate,
+                   output_type="pt", **vars(sampling))
+    inputs = None
+    if args.image:
+        image = _open_image(args.image, "--image")
+        if outpaint:
+            image, mask = pipe.prepare_outpaint(image, *outpaint)
+        else:
+            mask = _open_image(args.mask, "--mask")
+        inputs = pipe.preview(image, mask)                                    # (1, 3, H, W)
     precision = resolve_precision(args.precision, device)
     print(f"precision: {precision}")
-    prompts = dict(labels=labels) if labels is not None else dict(captions=captions) if captions is not None else {}
-    with autocast(precision, device):   # the generator's forwards; the pipeline decodes in float32 (as compare)
-        images = pipe(**prompts, num_per_prompt=k, seed=args.seed, batch_size=args.batch_size,
-                      truncate=args.truncate, output_type="pt", **vars(sampling))
+    with autocast(precision, device):   # the generator's forwards; the pipeline codes images in float32 (as compare)
+        if inputs is None:
+            prompts = dict(labels=labels) if labels is not None else dict(captions=captions) if captions else {}
+            images = pipe(**prompts, **options)
+        else:
+            prompts = dict(labels=labels) if labels is not None else dict(prompt=captions) if captions else {}
+            images = pipe.inpaint(image, mask, **prompts, **options)
     settings = sampling.resolved(pipe.generator)
-    title = (f"{pipe.generator.family} | cfg {settings['cfg_scale']:g} | steps {settings['steps'] or 'default'} | "
-             f"T {settings['temperature']:g} | seed {args.seed}")
+    task = "" if inputs is None else f"outpaint {outpaint[0]} {outpaint[1]:g} | " if outpaint else "inpaint | "
+    title = (f"{task}{pipe.generator.family} | cfg {settings['cfg_scale']:g} | "
+             f"steps {settings['steps'] or 'default'} | T {settings['temperature']:g} | seed {args.seed}")
     rows = labels if labels is not None else captions if captions is not None else [None]
     titles = [prompt_title(row) for row in rows for _ in range(k)]
-    return save_captioned_grid(images, titles, args.out, ncol=k if k > 1 else min(8, len(titles)), suptitle=title)
+    if inputs is None:
+        return save_captioned_grid(images, titles, args.out, ncol=k if k > 1 else min(8, len(titles)), suptitle=title)
+    # each row: the input (the redrawn region greyed), then its k results
+    grid = torch.cat([torch.cat([inputs, images[i * k:(i + 1) * k]]) for i in range(len(rows))])
+    titles = [t for i in range(len(rows)) for t in ["input (grey: redrawn)"] + titles[i * k:(i + 1) * k]]
+    return save_captioned_grid(grid, titles, args.out, ncol=k + 1, suptitle=title)
 
 
-def _prompts(args, condition: str) -> tuple[list[int] | None, list[str] | None]:
+def _edit_flags(args) -> tuple[str, float] | None:
+    """Check --image / --mask / --outpaint together; (side, fraction) of --outpaint, or None."""
+    if (args.mask or args.outpaint) and not args.image:
+        raise ValueError(f"{'--mask' if args.mask else '--outpaint'} needs --image PATH: the image to edit")
+    if args.mask and args.outpaint:
+        raise ValueError("pass --mask (inpaint a region) or --outpaint (extend a side), not both")
+    if args.image and not (args.mask or args.outpaint):
+        raise ValueError("--image needs --mask PATH (white = redraw) or --outpaint SIDE[:FRACTION]")
+    if not args.outpaint:
+        return None
+    side, _, fraction = args.outpaint.partition(":")
+    from tokgen.pipeline import SIDES
+
+    if side not in SIDES:
+        raise ValueError(f"--outpaint {args.outpaint}: the side must be one of {', '.join(SIDES)} (e.g. right:0.25)")
+    try:
+        value = float(fraction) if fraction else 0.5
+    except ValueError:
+        raise ValueError(f"--outpaint {args.outpaint}: the fraction must be a number in (0, 1), e.g. "
+                         f"{side}:0.25") from None
+    return side, value
+
+
+def _open_image(path: str, flag: str):
+    """A PIL image from a file, or a clear error for a missing or unreadable one."""
+    from PIL import Image
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{flag} {file}: no such file")
+    try:
+        image = Image.open(file)
+        image.load()
+    except (OSError, SyntaxError, ValueError) as e:    # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{flag} {file} is not an image PIL can read ({e}): pass a PNG or JPEG file") from None
+    return image
+
+
+def _prompts(args, kind) -> tuple[list[int] | None, list[str] | None]:
     """(labels, captions), one entry per prompt, the one the model does not take None (both for an
-    unconditional model), checked against what the model was trained on."""
+    unconditional model), checked against what the model was trained on (`kind`: its
+    generator's condition kind)."""
     file_lines = None
     if args.prompts_file:
         path = Path(args.prompts_file)
@@ -102,12 +176,12 @@ def _prompts(args, condition: str) -> tuple[list[int] | None, list[str] | None]:
         if not file_lines:
             raise ValueError(f"--prompts-file {path} has no prompts: write one caption or class id per line")
     given = "--captions" if args.captions else "--classes" if args.classes else None
-    if condition == "none":
+    if not kind.conditional:
         if given or file_lines:
             raise ValueError(f"this generator is unconditional (trained with --condition none): drop "
                              f"{given or '--prompts-file'} and set the count with --num-per-prompt")
         return None, None
-    if condition == "class":
+    if kind.uses_labels:
         if args.captions:
             raise ValueError("this generator is class-conditional (trained on class labels), not on captions: "
                              "pass --classes ID ... instead of --captions")

@@ -25,8 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-# sampling lives with the pipeline; re-exported here for the commands and the tests that import it from here
-from tokgen.pipeline import SampleConfig, condition_rows, decode_tokens, prompt_title, sample_tokens  # noqa: F401
+from tokgen.pipeline import SampleConfig, condition_rows, decode_tokens, prompt_title, sample_tokens
 
 from ..engine import TrainConfig, TrainTask
 from ..schedule import ScheduleConfig, budget_scheduler
@@ -57,22 +56,23 @@ def build_from_tokens(train, family: str, config: dict[str, Any], *, text_vocab_
     `text_tokenizer` given, e.g. the one a resumed run saved) and a `text_length` that fits the
     longest of them and of `extra_captions` (the val split's, so that its captions fit too).
     """
-    from tokgen.generators import build_generator, max_caption_tokens, train_text_tokenizer
+    from tokgen.generators import GeneratorConfig, build_generator, condition_kind, max_caption_tokens, \
+        train_text_tokenizer
 
     config = dict(config)
-    condition = config.get("condition", "class")
-    if condition == "class" and "num_classes" not in config:
+    kind = condition_kind(config.get("condition", GeneratorConfig.condition))
+    if kind.uses_labels and "num_classes" not in config:
         config["num_classes"] = int(train.labels.max()) + 1 if len(train) else 0
         if config["num_classes"] < 1:
             raise ValueError("the token folder has no class labels (every label is -1): train with "
                              "--condition text (captions) or --condition none")
-    if condition == "text":
+    if kind.uses_captions:
         if text_tokenizer is None:
             text_tokenizer = train_text_tokenizer(train.captions, text_vocab_size)
         if "text_length" not in config:
             config["text_length"] = max(1, max_caption_tokens(text_tokenizer, list(train.captions) +
                                                               list(extra_captions)))
-    return build_generator(family, train.spec, config, text_tokenizer=text_tokenizer if condition == "text" else None)
+    return build_generator(family, train.spec, config, text_tokenizer=text_tokenizer if kind.uses_captions else None)
 
 
 def attach_tokenizer(generator, tokenizer) -> None:
@@ -100,36 +100,6 @@ def condition_titles(rows: dict[str, Tensor], captions: list[str], n: int) -> li
     if "text_ids" in rows:
         return list(captions)
     return [prompt_title(None)] * n
-
-
-def judged_evaluation(generator, tokenizer, split, n: int, sampling, seed: int,
-                      batch_size: int = 64, reference: bool = True) -> dict:
-    """n samples for the first n conditions of `split`, decoded and scored by the dataset's judge;
-    with `reference`, the same judge on the decoded real tokens of those items (the tokenizer's
-    ceiling) as well."""
-    from tokgen.eval.judges import judge_for
-
-    n = min(n, len(split))
-    image_size = generator.spec.image_size
-    source = split.source
-    judge = judge_for(source, image_size, split.dataset_options)
-    rows = condition_rows(generator, split.labels[:n], list(split.captions[:n]))
-    start = time.perf_counter()
-    maps = sample_tokens(generator, rows, n, sampling, seed, batch_size)
-    sample_seconds = time.perf_counter() - start
-    result = {"n": n, "conditioned_on": generator.config.condition, "source": source,
-              "sampling": {**sampling.resolved(generator), "seed": seed, "batch_size": batch_size},
-              "sample_seconds_per_image": sample_seconds / max(n, 1)}
-    if judge is None:
-        result["judge"] = None
-        result["why"] = f"no embedded judge reads {source!r} images"
-        return result
-    decode = lambda ms: torch.cat(list(decode_tokens(tokenizer, ms, batch_size)))  # noqa: E731
-    targets = list(split.captions[:n]) if judge.condition == "caption" else split.labels[:n]
-    result["judge"] = judge.score(decode(maps), targets)
-    if reference:
-        result["reference"] = judge.score(decode([s[:n] for s in split.scales]), targets)
-    return result
 
 
 # ---------------------------------------------------------------------------- the task
@@ -266,15 +236,18 @@ class GeneratorTask(TrainTask):
         """curve_n samples for the first val conditions, judged (a point of the training curve);
         `curve_seconds` is the wall time all such points took, so a report can set it apart from
         the training time."""
+        from ..evaluation import EvalConfig, evaluate_generator
         from ..precision import autocast
 
         start = time.perf_counter()
         generator = self.trainer.unwrap("generator").generator
+        config = EvalConfig(n=self.curve_n, seed=self.trainer.config.seed, sampling=self.sampling)
+        # the training precision over the whole point, the judge's forwards included, as the
+        # curves have always been measured
         with autocast(self.trainer.precision, generator.device):
-            result = judged_evaluation(generator, self.tokenizer, self.val, self.curve_n, self.sampling,
-                                       self.trainer.config.seed, reference=False)
+            result = evaluate_generator(generator, self.tokenizer, self.val, config)
         self.curve_seconds += time.perf_counter() - start
-        return {**{f"judge/{k}": v for k, v in (result["judge"] or {}).items()}, "curve_seconds": self.curve_seconds}
+        return {**{f"judge/{k}": v for k, v in (result.judge or {}).items()}, "curve_seconds": self.curve_seconds}
 
 
 def write_sample_grid(generator, tokenizer, rows: dict, sampling: SampleConfig, seed: int, path: str | Path,

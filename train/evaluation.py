@@ -1,0 +1,189 @@
+"""One evaluation of a generator: samples for a split's conditions, decoded, judged, measured and
+timed; and its likelihood on held-out items.  `tokgen train-generator` (the judged points during
+training and the final eval.json), `tokgen compare` and the demo all evaluate through
+`evaluate_generator`.
+
+    result = evaluate_generator(generator, tokenizer, val, EvalConfig(n=200, sampling=SampleConfig(steps=8)))
+    result.judge          # {"caption_match": 0.97, "shape": ..., ...} (shapes) or {"accuracy": ...} (digits)
+    bits, kind = likelihood(generator, test, n=256)   # kind: "exact" (AR, VAR), "elbo" (D3PM), None (MaskGIT)
+
+Two ways of drawing and judging a sample set, both kept so that every figure made before the
+three callers shared this path reproduces (`EvalConfig.batchwise`): compare seeds batch i with
+seed + i and judges batch by batch (the mean weighted by batch size); train-generator draws one
+seeded stream over the batches and judges the set as one.  With a single batch (n <= batch_size)
+the two draw the same samples.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tokgen.pipeline import SampleConfig, condition_rows, decode_tokens, sample_tokens
+
+from .distributed import is_main_process
+from .precision import Choice, autocast
+
+
+@dataclass
+class EvalConfig:
+    n: int = 256                     # samples, one for each of the first n conditions of the split
+    seed: int = 0                    # seeds the sampling: the same seed gives the same samples
+    batch_size: int = 64             # sampled and decoded at once
+    sampling: SampleConfig = field(default_factory=SampleConfig)   # steps, guidance, temperature, top-k/p
+    precision: str | Choice = "fp32"  # the sampling forwards under this autocast (train/precision.py); decoding stays float32
+    batchwise: bool = False          # compare's draw: batch i seeded seed + i and judged on its own; else one stream, judged as one set
+    count_nfe: bool = False          # count network evaluations per image on a few samples first (also the timing's warm-up)
+    keep: int = 0                    # the first `keep` decoded samples are returned (for a grid)
+    progress: str | None = None      # a progress bar with this title while sampling batchwise; None: none
+
+
+@dataclass
+class Evaluation:
+    n: int
+    sampling: dict[str, Any]         # the settings sampled with, the family's defaults filled in
+    seconds_per_image: float         # wall time of the sampling (decoding and judging not included)
+    nfe_per_image: float | None      # core passes per image (config.count_nfe), else None
+    judge: dict[str, float] | None   # the judge's scores; None without a judge
+    features: Any = None             # (n, D) numpy features of the samples, with an extractor
+    images: Tensor | None = None     # the first config.keep samples, (keep, 3, H, W) in [0, 1]
+
+
+def evaluate_generator(generator, tokenizer, split, config: EvalConfig, *, judge=None,
+                       extractor=None) -> Evaluation:
+    """config.n samples for the conditions of the first n items of `split` (a TokenDataset),
+    decoded by `tokenizer`, scored by `judge` (default: the judge of the split's dataset; None
+    when it has none) against those items, with `extractor`'s features when one is given.
+    Raises ValueError for sampling settings the family cannot take."""
+    n = min(config.n, len(split))
+    judge = judge if judge is not None else dataset_judge(split, generator.spec.image_size)
+    settings = config.sampling.resolved(generator)
+    rows = condition_rows(generator, split.labels[:n], list(split.captions[:n]))
+    nfe = count_nfe(generator, rows, config) if config.count_nfe else None
+    maps, seconds = draw(generator, rows, n, config)
+    if judge is None and extractor is None and not config.keep:     # nothing reads the images
+        return Evaluation(n, settings, seconds, nfe, None)
+    targets = judge.targets(split.captions[:n], split.labels[:n]) if judge is not None else [None] * n
+    scores, features, images = measure(decode_tokens(tokenizer, maps, config.batch_size), targets, judge,
+                                       extractor, keep=config.keep, batchwise=config.batchwise)
+    return Evaluation(n, settings, seconds, nfe, scores, features, images)
+
+
+def dataset_judge(split, image_size: int):
+    """The embedded judge of the dataset a token split came from (with its options), or None."""
+    from tokgen.eval.judges import judge_for
+
+    return judge_for(split.source, image_size, split.dataset_options)
+
+
+def measure(batches, targets, judge, extractor=None, *, keep: int = 0, batchwise: bool = True):
+    """Image batches scored by `judge` against `targets` and put through `extractor`: (scores or
+    None, (N, D) features or None, the first `keep` images or None).  batchwise=False judges the
+    images as one set, in one call."""
+    from tokgen.eval.compare import judge_and_features
+
+    if batchwise:
+        return judge_and_features(_with_targets(batches, targets), judge, extractor, keep=keep)
+    images = torch.cat(list(batches))
+    _, features, first = judge_and_features([(images, None)], None, extractor, keep=keep)
+    return (judge.score(images, targets) if judge is not None else None), features, first
+
+
+def _with_targets(batches, targets):
+    """Pair consecutive image batches with their slice of `targets`."""
+    lo = 0
+    for images in batches:
+        yield images, targets[lo:lo + len(images)]
+        lo += len(images)
+
+
+# ---------------------------------------------------------------------------- sampling, timed and counted
+
+def draw(generator, rows: dict[str, Tensor], n: int, config: EvalConfig) -> tuple[list[Tensor], float]:
+    """n token maps per scale for the condition rows (config.batchwise: batch i seeded seed + i;
+    else one seeded stream), and the wall seconds per image it took."""
+    from tqdm.auto import tqdm
+
+    device, batch = generator.device, config.batch_size
+    _sync(device)
+    start = time.perf_counter()
+    if not config.batchwise:
+        with autocast(config.precision, device):
+            maps = sample_tokens(generator, rows, n, config.sampling, config.seed, batch)
+    else:
+        chunks = []
+        with tqdm(total=n, desc=f"sampling {config.progress}", unit="img",
+                  disable=config.progress is None or not is_main_process()) as bar:
+            for i, lo in enumerate(range(0, n, batch)):
+                hi = min(n, lo + batch)
+                with autocast(config.precision, device):
+                    chunks.append(sample_tokens(generator, {k: v[lo:hi] for k, v in rows.items()}, hi - lo,
+                                                config.sampling, config.seed + i, hi - lo))
+                bar.update(hi - lo)
+        maps = [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+    _sync(device)
+    seconds = (time.perf_counter() - start) / max(n, 1)
+    return [m.cpu() for m in maps], seconds
+
+
+def count_nfe(generator, rows: dict[str, Tensor], config: EvalConfig, probe: int = 4) -> float | None:
+    """Network evaluations per image: the rows that pass through the shared transformer core
+    (`generator.core`), per image, while sampling `probe` images.  Counting rows makes the doubled
+    [conditional; null] batch of guidance count twice.  The run is also the timing's warm-up."""
+    core = getattr(generator, "core", None)
+    rows_seen = [0]
+
+    def count(module, inputs, kwargs, output):
+        x = inputs[0] if inputs else next(iter(kwargs.values()))
+        rows_seen[0] += x.shape[0]
+
+    probe = min(probe, config.n)
+    handle = core.register_forward_hook(count, with_kwargs=True) if core is not None else None
+    try:
+        with autocast(config.precision, generator.device):
+            sample_tokens(generator, {k: v[:probe] for k, v in rows.items()}, probe, config.sampling, config.seed,
+                          probe)
+    finally:
+        if handle is not None:
+            handle.remove()
+    return rows_seen[0] / probe if core is not None else None
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------- likelihood
+
+# a family's `likelihood` -> the method that computes it, and the kind a report shows
+_LIKELIHOODS = {"exact": ("nll_bits", "exact"), "bound": ("elbo_bits", "elbo")}
+
+
+@torch.no_grad()
+def likelihood(generator, split, n: int, *, seed: int = 0, batch_size: int = 64,
+               precision: str | Choice = "fp32") -> tuple[float | None, str | None]:
+    """Mean bits per token on the first n items of `split` with their conditions: the variational
+    bound ("elbo") where the family's `likelihood` is "bound" (D3PM), the exact NLL ("exact") where
+    it is "exact" (AR, VAR); (None, kind) for n = 0, (None, None) for a family with none (MaskGIT)."""
+    from tqdm.auto import tqdm
+
+    method, kind = _LIKELIHOODS.get(type(generator).likelihood, (None, None))
+    if method is None or n == 0:
+        return None, kind
+    fn, device = getattr(generator, method), generator.device
+    rows = condition_rows(generator, split.labels[:n], list(split.captions[:n]))
+    g = torch.Generator(device=device).manual_seed(seed)    # the bound's noise levels and draws
+    total = 0.0
+    for lo in tqdm(range(0, n, batch_size), desc=f"{generator.family}: {'ELBO' if kind == 'elbo' else 'NLL'}",
+                   unit="batch", disable=not is_main_process()):
+        hi = min(n, lo + batch_size)
+        tokens = [s[lo:hi].to(device) for s in split.scales]
+        cond = {k: v[lo:hi].to(device) for k, v in rows.items()} or None
+        with autocast(precision, device):
+            bits = fn(tokens, cond, generator=g) if kind == "elbo" else fn(tokens, cond)
+        total += bits.double().sum().item()
+    return total / n, kind
