@@ -38,6 +38,12 @@ _API = {
     "FAMILIES": "tokgen.generators", "build_generator": "tokgen.generators", "load_generator": "tokgen.generators",
     "train_text_tokenizer": "tokgen.generators",
     "Pipeline": "tokgen.pipeline", "SampleConfig": "tokgen.pipeline",
+    # the jobs behind the commands: typed configs in, results out (tokgen.train.jobs)
+    "train_tokenizer": "tokgen.train.jobs", "TokenizerRunConfig": "tokgen.train.jobs",
+    "extract_tokens": "tokgen.train.jobs", "ExtractConfig": "tokgen.train.jobs",
+    "train_generator": "tokgen.train.jobs", "GeneratorRunConfig": "tokgen.train.jobs",
+    "evaluate_generator": "tokgen.train.jobs", "EvalConfig": "tokgen.train.jobs",
+    "compare": "tokgen.train.jobs", "CompareConfig": "tokgen.train.jobs",
 }
 __all__ = sorted(_API) + ["__version__"]
 
