@@ -10,6 +10,7 @@ sequence, coarse to fine, raster order within a scale (`flatten_tokens`).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -60,7 +61,27 @@ def as_spec(spec: Any) -> TokenSpec:
     scales = get("scales")
     if isinstance(scales, int):
         raise ValueError(f"spec scales must be a list of map sides, got the int {scales}: use [{scales}]")
-    return TokenSpec(int(get("codebook_size")), tuple(scales), int(get("image_size")), int(get("channels")))
+    if not isinstance(scales, (list, tuple)) or not all(_is_int(s) for s in scales):
+        raise ValueError(f"spec scales must be a list of ints (token-map sides, e.g. [8]), got {scales!r}: "
+                         f"the spec (a config.json or meta.json 'spec' entry?) is damaged or hand-edited wrongly")
+    for name in ("codebook_size", "image_size", "channels"):
+        if not _is_int(get(name)):
+            raise ValueError(f"spec {name} must be an int, got {type(get(name)).__name__} {get(name)!r}: the spec "
+                             f"(a config.json or meta.json 'spec' entry?) is damaged or hand-edited wrongly")
+    return TokenSpec(int(get("codebook_size")), tuple(int(s) for s in scales), int(get("image_size")),
+                     int(get("channels")))
+
+
+def _is_int(value: Any) -> bool:
+    """An int-like value (int, numpy or 0-d torch integer), not a bool, float or string."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, Tensor):
+        return value.dim() == 0 and not value.is_floating_point() and value.dtype != torch.bool
+    try:
+        return operator.index(value) is not None
+    except TypeError:
+        return False
 
 
 def flatten_tokens(tokens: Sequence[Tensor]) -> Tensor:
@@ -91,9 +112,11 @@ def check_token_maps(tokens: Any, spec: TokenSpec, *, what: str = "tokens", chec
     for k, (t, s) in enumerate(zip(tokens, spec.scales)):
         if not check_range and isinstance(t, Tensor) and t.dtype == torch.bool:
             pass                                                      # a mask map
-        elif not isinstance(t, Tensor) or t.is_floating_point() or t.dtype == torch.bool:
+        elif not isinstance(t, Tensor) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            nan = int((~torch.isfinite(t)).sum()) if isinstance(t, Tensor) and t.is_floating_point() else 0
+            held = f" holding {nan} NaN/inf value(s), which are no token ids" if nan else ""
             raise ValueError(f"{what}[{k}] must be an integer (long) tensor of token ids, got "
-                             f"{getattr(t, 'dtype', type(t).__name__)}: pass the tokenizer's encode output")
+                             f"{getattr(t, 'dtype', type(t).__name__)}{held}: pass the tokenizer's encode output")
         if t.dim() != 3 or tuple(t.shape[1:]) != (s, s) or (batch is not None and t.shape[0] != batch):
             raise ValueError(f"{what}[{k}] has shape {tuple(t.shape)}, expected (B, {s}, {s}) for scales "
                              f"{list(spec.scales)}: the tokens come from a tokenizer with another spec")
@@ -101,7 +124,12 @@ def check_token_maps(tokens: Any, spec: TokenSpec, *, what: str = "tokens", chec
         if check_range and t.numel():
             vals = t[where[k]] if where is not None else t
             if vals.numel() and (int(vals.min()) < 0 or int(vals.max()) >= spec.codebook_size):
-                raise ValueError(f"{what}[{k}] has ids in [{int(vals.min())}, {int(vals.max())}], outside "
-                                 f"[0, {spec.codebook_size - 1}] (codebook_size {spec.codebook_size}): the "
-                                 f"tokens come from a tokenizer with another codebook size")
+                bad = (t < 0) | (t >= spec.codebook_size)
+                if where is not None:
+                    bad &= where[k].bool()
+                first = tuple(int(i) for i in bad.nonzero()[0])
+                raise ValueError(f"{what}[{k}] has {int(bad.sum())} id(s) outside [0, {spec.codebook_size - 1}] "
+                                 f"(codebook_size {spec.codebook_size}), the first {int(t[first])} at index "
+                                 f"{first}; ids span [{int(vals.min())}, {int(vals.max())}]: the tokens come "
+                                 f"from a tokenizer with another codebook size")
     return list(tokens)

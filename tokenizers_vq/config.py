@@ -89,12 +89,17 @@ class TokenizerConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TokenizerConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "TokenizerConfig") -> "TokenizerConfig":
+        """The config of a dict read from JSON; `source` (e.g. the config.json path) is named in the
+        errors for unknown fields and for values of the wrong type (`tokgen.io.check_fields`)."""
+        from tokgen.io import check_fields
+
+        check_fields(cls, data, source)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
-                f"unknown TokenizerConfig fields {unknown}: the config was written by another "
+                f"{source}: unknown TokenizerConfig fields {unknown}: the config was written by another "
                 f"version of tokgen or edited by hand; remove them (known fields: {sorted(known)})"
             )
         return cls(**data)
@@ -152,7 +157,18 @@ class TokenizerSpec:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TokenizerSpec":
+    def from_dict(cls, data: dict[str, Any], source: str = "TokenizerSpec") -> "TokenizerSpec":
+        from tokgen.io import check_fields
+
+        check_fields(cls, data, source)
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing, unknown = sorted(known - set(data)), sorted(set(data) - known)
+        if missing or unknown:
+            raise ValueError(f"{source}: a TokenizerSpec needs exactly the fields {sorted(known)}; "
+                             + ("missing " + str(missing) if missing else "")
+                             + ("; " if missing and unknown else "")
+                             + ("unknown " + str(unknown) if unknown else "")
+                             + ": write the tokenizer again with save_pretrained")
         return cls(**data)
 
 
@@ -161,7 +177,13 @@ def read_spec(directory: str | Path) -> TokenizerSpec:
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer config at {path}: pass a directory written by save_pretrained")
-    return TokenizerSpec.from_dict(json.loads(path.read_text())["spec"])
+    from tokgen.io import read_json
+
+    meta = read_json(path, damaged=f"the tokenizer folder {path.parent} is damaged")
+    if not isinstance(meta, dict) or not isinstance(meta.get("spec"), dict):
+        raise ValueError(f"{path} has no 'spec' object: not a tokenizer folder written by save_pretrained, "
+                         f"or a damaged one; save or download it again")
+    return TokenizerSpec.from_dict(meta["spec"], source=f"{path} (spec)")
 
 
 # Moved to presets.py (one object per preset: model, loss, training) and the quantizer registry;

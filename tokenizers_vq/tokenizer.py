@@ -30,6 +30,7 @@ from .quantizers import QuantizerOutput, build_quantizer
 
 FORMAT = "tokgen.VQTokenizer"
 FORMAT_VERSION = 1
+IMAGE_TOLERANCE = 1e-3  # how far outside [0, 1] check_images lets values be (resampling overshoot)
 
 
 class VQTokenizer(
@@ -79,7 +80,7 @@ class VQTokenizer(
         """Training path: images (B, C, H, W) in [0, 1] -> (recon, quantizer output).
 
         `recon` is float32 and not clamped (clamping would cut gradients at the borders)."""
-        self.check_images(images)
+        images = self._as_model_dtype(images)
         z = self.encoder(images * 2 - 1)        # (B, z_channels, h, w)
         qout = self.quantizer(z)
         # contiguous: the decoder then sees one memory layout on every path, so decode(encode(x))
@@ -91,8 +92,9 @@ class VQTokenizer(
     def encode(self, images: Tensor) -> list[Tensor]:
         """Images (B, C, H, W) in [0, 1] -> one LongTensor (B, s, s) per scale, coarse to fine.
 
-        Runs in inference mode (eval, no grad): encoding never updates the codebook."""
-        self.check_images(images)
+        Runs in inference mode (eval, no grad): encoding never updates the codebook.  Float images
+        of another dtype (float64 from numpy, float16, bfloat16) are converted to the model's."""
+        images = self._as_model_dtype(images)
         with eval_mode(self):
             return self.quantizer(self.encoder(images * 2 - 1)).indices
 
@@ -107,6 +109,9 @@ class VQTokenizer(
     # ------------------------------------------------------------------ input checks
 
     def check_images(self, images: Tensor) -> None:
+        """Refuse, with the fix, what `encode` / `forward` cannot take: a wrong shape, integer
+        images (uint8: divide by 255), NaN or inf values (counted), values outside [0, 1] (beyond
+        IMAGE_TOLERANCE).  Any float dtype passes: `encode` and `forward` convert it."""
         c, size = self.config.channels, self.config.image_size
         expected = f"(B, {c}, {size}, {size})"
         if not isinstance(images, Tensor) or images.ndim != 4:
@@ -127,12 +132,28 @@ class VQTokenizer(
             raise ValueError(f"expected images of shape {expected}, got {tuple(images.shape)}: this "
                              f"tokenizer was configured for {size}x{size}; resize or crop the images")
         if not images.is_floating_point():
-            raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}: "
-                             f"convert with images.float() / 255")
-        lo, hi = torch.aminmax(images.detach())
-        if lo < -1e-3 or hi > 1 + 1e-3:
+            fix = "images.float() / 255" if images.dtype == torch.uint8 else \
+                "images.float() / 65535 for 16-bit data, or images.float() / images.max() for other integers"
+            raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}: convert with {fix}")
+        x = images.detach()
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            nan, n = int(torch.isnan(x).sum()), x.numel()
+            inf = n - nan - int(finite.sum())
+            first = tuple(int(i) for i in (~finite).nonzero()[0])
+            raise ValueError(f"images hold {nan} NaN and {inf} inf value(s) of {n} (the first at index {first}): "
+                             f"the data is corrupt; find the bad images with torch.isfinite(images).all(dim=(1, 2, 3))")
+        lo, hi = torch.aminmax(x)
+        if lo < -IMAGE_TOLERANCE or hi > 1 + IMAGE_TOLERANCE:
             raise ValueError(f"expected images in [0, 1], got values in [{lo.item():.3g}, {hi.item():.3g}]: "
-                             f"convert from [-1, 1] with (x + 1) / 2, or clamp with x.clamp(0, 1)")
+                             f"convert from [-1, 1] with (x + 1) / 2, from 0..255 with x / 255, or clamp with "
+                             f"x.clamp(0, 1)")
+
+    def _as_model_dtype(self, images: Tensor) -> Tensor:
+        """check_images, then float images of another dtype in the model's (float64 -> float32)."""
+        self.check_images(images)
+        dtype = self.decoder.last_layer.dtype
+        return images if images.dtype == dtype else images.to(dtype)
 
     def check_tokens(self, tokens: list[Tensor]) -> None:
         scales, v = self.spec.scales, self.spec.codebook_size
@@ -146,16 +167,24 @@ class VQTokenizer(
         batch = tokens[0].shape[0] if isinstance(tokens[0], Tensor) and tokens[0].ndim else None
         for k, (t, s) in enumerate(zip(tokens, scales)):
             if not isinstance(t, Tensor) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                nan = int((~torch.isfinite(t)).sum()) if isinstance(t, Tensor) and t.is_floating_point() else 0
                 raise ValueError(f"token map {k} must be an integer tensor, got "
-                                 f"{getattr(t, 'dtype', type(t).__name__)}: convert with .long()")
+                                 f"{getattr(t, 'dtype', type(t).__name__)}"
+                                 + (f" holding {nan} NaN/inf value(s): these are not token ids" if nan else
+                                    ": convert with .long()"))
             if t.ndim != 3 or t.shape[1:] != (s, s) or t.shape[0] != batch:
                 raise ValueError(f"token map {k} has shape {tuple(t.shape)}, expected ({batch}, {s}, {s}): "
                                  f"expected maps [{want}] with one batch size")
+            if not t.numel():
+                continue
             lo, hi = torch.aminmax(t)
             if lo < 0 or hi >= v:
-                raise ValueError(f"token map {k} has ids in [{lo.item()}, {hi.item()}], outside "
-                                 f"[0, {v - 1}] (codebook_size {v}): the tokens come from another "
-                                 f"tokenizer or a generator built with a different codebook size")
+                bad = (t < 0) | (t >= v)
+                first = tuple(int(i) for i in bad.nonzero()[0])
+                raise ValueError(f"token map {k} has {int(bad.sum())} id(s) outside [0, {v - 1}] (codebook_size "
+                                 f"{v}), the first {t[first].item()} at index {first}; ids span [{lo.item()}, "
+                                 f"{hi.item()}]: the tokens come from another tokenizer or a generator built "
+                                 f"with a different codebook size")
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -187,7 +216,8 @@ class VQTokenizer(
         """Load a directory written by `save_pretrained`.  `config` replaces the stored config
         (e.g. to change `sync_codebook`); the weights must fit it.  Returns the model in eval mode."""
         meta, state = read_model(directory, FORMAT, "generators load with generators.load_generator")
-        model = cls(config if config is not None else TokenizerConfig.from_dict(meta["config"]))
+        source = str(Path(directory) / "config.json")
+        model = cls(config if config is not None else TokenizerConfig.from_dict(meta["config"], source=source))
         load_checked(model, state, source=str(directory))
         return model.to(device).eval()
 

@@ -14,8 +14,10 @@ the rest staying in train; so the three never overlap, and adding files moves no
 A tiny source still gets a non-empty train split; asking for an empty split is an error.
 
 Broken files.  Every image of the source split is decoded once up front (PIL open + load, the
-image column read with `datasets.Image(decode=False)` so that a bad file cannot crash the loader);
-unreadable ones are dropped, listed in `.skipped` (with reasons in `.skip_reasons`) and reported
+image column read with `datasets.Image(decode=False)` so that a bad file cannot crash the loader,
+and its values mapped to [0, 1] by `tokgen.data.transforms.to_pixels`, which scales 16/32-bit and
+float images by their range and refuses NaN/inf, negative or out-of-range float values);
+unreadable or refused ones are dropped, listed in `.skipped` (with reasons in `.skip_reasons`) and reported
 in one warning.  The check is cached per `datasets` fingerprint for the process, so building the
 val and test splits after train does not decode everything again.
 
@@ -34,7 +36,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tokgen.data.transforms import square_tensor
+from tokgen.data.transforms import square_tensor, to_pixels
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {  # our split -> names a source may use for it (as `datasets` recognises them)
@@ -298,6 +300,7 @@ def _check_images(table, column: str) -> tuple[list[int], list[str], list[str]]:
                     img.load()  # decodes every pixel: catches truncated files, not just bad headers
                     if img.width < 1 or img.height < 1:
                         raise ValueError("image has no pixels")
+                    to_pixels(img)  # values with no [0, 1] reading (NaN, negative ints, floats > 1): BadImage
                 good.append(i)
             except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
                 bad.append(_cell_name(cell, i))
