@@ -359,17 +359,25 @@ class Generator(nn.Module, HubMixin, loader="tokgen.generators:load_generator", 
         builds whichever family the checkpoint holds; `spec` (optional) checks that the checkpoint
         was trained on tokens of this tokenizer spec."""
         directory = Path(directory)
-        meta, state = read_model(directory, FORMAT, "tokenizers load with VQTokenizer.from_pretrained")
+        meta, state = _read_folder(directory)
         family = meta["family"]
         if cls.family and cls.family != family:
             raise ValueError(f"{directory} holds a {family!r} generator, not {cls.family!r}: load it with "
                              f"load_generator(dir) or {family_class(family).__name__}.from_pretrained")
-        saved_spec = as_spec(meta["spec"])
+        try:
+            saved_spec = as_spec(meta["spec"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"{directory / 'config.json'}: its spec is not a token spec ({e}): the file was edited "
+                             f"or damaged; save the generator again") from None
         if spec is not None and as_spec(spec) != saved_spec:
             raise ValueError(f"{directory} was trained on tokens of spec {saved_spec} but the tokenizer has "
                              f"{as_spec(spec)}: use the tokenizer the generator was trained with")
         klass = family_class(family)
-        config = klass.config_class.from_dict(meta["config"])
+        try:
+            config = klass.config_class.from_dict(meta["config"])
+        except ValueError as e:
+            raise ValueError(f"{directory / 'config.json'}: {e} (the file was edited or damaged; save the "
+                             f"generator again)") from None
         tokenizer = None
         if condition_kind(config.condition).uses_captions:
             if config.text_encoder_path:
@@ -378,6 +386,35 @@ class Generator(nn.Module, HubMixin, loader="tokgen.generators:load_generator", 
         model = klass(saved_spec, config, text_tokenizer=tokenizer)
         _load_checked(model, state, source=str(directory))
         return model.to(device).eval()
+
+
+def _read_folder(directory: Path) -> tuple[dict, dict[str, Tensor]]:
+    """`read_model` of a generator folder, a damaged config.json or model.safetensors named."""
+    import json
+
+    config = directory / "config.json"
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"{directory} is a file, not a generator folder: pass the folder "
+                                 f"save_pretrained wrote")
+    try:
+        meta, state = read_model(directory, FORMAT, "tokenizers load with VQTokenizer.from_pretrained")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config} is not valid JSON ({e}): the folder is damaged; save the generator again") \
+            from None
+    except AttributeError:                  # read_model's meta.get on JSON that is not a mapping
+        raise ValueError(f"{config} does not hold a JSON object: the folder is damaged; save the generator "
+                         f"again") from None
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"{directory / 'model.safetensors'} is damaged or cut off ({e}): save the generator "
+                         f"again") from None
+    problems = [f"{key!r} ({kind.__name__})" for key, kind in (("family", str), ("spec", dict), ("config", dict))
+                if not isinstance(meta.get(key), kind)]
+    if problems:
+        raise ValueError(f"{config} lacks or mistypes {', '.join(problems)}: the file was edited or damaged; "
+                         f"save the generator again")
+    return meta, state
 
 
 def _frozen_encoder(model: nn.Module) -> FrozenHFTextEncoder:

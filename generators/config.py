@@ -9,6 +9,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from tokgen.errors import ConfigValueError, at_least, check_ranges, in_range, positive
+from tokgen.io import check_types
+
 from .condition_kinds import condition_kind
 from .core import POSITION_KINDS
 
@@ -40,6 +43,16 @@ class GeneratorConfig:
     text_encoder_path: str = ""      # condition="text": a LOCAL Hugging Face encoder dir -> frozen encoder instead
 
     def validate(self) -> None:
+        check_types(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, type(self).__name__)
+        check_ranges(self, [("width", at_least(1), "the transformer width must be >= 1"),
+                            ("depth", at_least(1), "the number of blocks must be >= 1"),
+                            ("heads", at_least(1), "the number of attention heads must be >= 1"),
+                            ("mlp_ratio", positive, "the MLP ratio must be > 0"),
+                            ("dropout", in_range(0, 1, high_open=True), "dropout must be in [0, 1)"),
+                            ("text_depth", at_least(0), "the text encoder depth must be >= 0")])
+        if self.width % self.heads:
+            raise ConfigValueError("heads", self.heads, f"must divide the width {self.width} (width // heads is "
+                                                        f"the head size)")
         condition_kind(self.condition).check_config(self)      # the kind's own fields (num_classes, text_length)
         if self.positions not in POSITION_KINDS:
             raise ValueError(f"positions must be one of {POSITION_KINDS}, got {self.positions!r}")
@@ -55,6 +68,7 @@ class GeneratorConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(names)}")
+        check_types(cls, data, "config")
         return cls(**data)
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from tokgen.data.tokens import TokenDataset, write_token_split  # noqa: E402
 from tokgen.data.transforms import BadImage, square_tensor, to_pixels  # noqa: E402
 from tokgen.generators.spec import as_spec, check_token_maps  # noqa: E402
-from tokgen.io import check_fields  # noqa: E402
+from tokgen.io import check_types  # noqa: E402
 from tokgen.tokenizers_vq import TokenizerConfig, VQTokenizer, read_spec  # noqa: E402
 
 SPEC = {"codebook_size": 16, "scales": [1, 2], "image_size": 4, "channels": 3, "factor": 2}
@@ -266,12 +266,12 @@ def test_damaged_model_folder_is_named(tmp_path):
 def test_check_fields_knows_generator_configs():
     from tokgen.generators import GeneratorConfig
 
-    check_fields(GeneratorConfig, {"width": 64, "mlp_ratio": 4, "condition": "class"}, "g.json")
+    check_types(GeneratorConfig, {"width": 64, "mlp_ratio": 4, "condition": "class"}, "g.json")
     with pytest.raises(ValueError, match=r"g\.json: wrong type in GeneratorConfig fields 'width' must be int, got "
                                          r"float 64\.5; 'dropout' must be a number, got string"):
-        check_fields(GeneratorConfig, {"width": 64.5, "dropout": "0.1"}, "g.json")
+        check_types(GeneratorConfig, {"width": 64.5, "dropout": "0.1"}, "g.json")
     with pytest.raises(ValueError, match="must be a JSON object"):
-        check_fields(GeneratorConfig, [1, 2], "g.json")
+        check_types(GeneratorConfig, [1, 2], "g.json")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TokenizerConfig.from_dict(TokenizerConfig().to_dict())   # a saved config passes unchanged

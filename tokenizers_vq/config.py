@@ -91,10 +91,10 @@ class TokenizerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "TokenizerConfig") -> "TokenizerConfig":
         """The config of a dict read from JSON; `source` (e.g. the config.json path) is named in the
-        errors for unknown fields and for values of the wrong type (`tokgen.io.check_fields`)."""
-        from tokgen.io import check_fields
+        errors for unknown fields and for values of the wrong type (`tokgen.io.check_types`)."""
+        from tokgen.io import check_types
 
-        check_fields(cls, data, source)
+        check_types(cls, data, source)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -158,9 +158,9 @@ class TokenizerSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "TokenizerSpec") -> "TokenizerSpec":
-        from tokgen.io import check_fields
+        from tokgen.io import check_types
 
-        check_fields(cls, data, source)
+        check_types(cls, data, source)
         known = {f.name for f in dataclasses.fields(cls)}
         missing, unknown = sorted(known - set(data)), sorted(set(data) - known)
         if missing or unknown:

@@ -97,7 +97,7 @@ def read_safetensors(path: str | os.PathLike, damaged: str = "the file is damage
 
 # ---------------------------------------------------------------------------- config field types
 
-def check_fields(cls: type, data: Any, source: str) -> None:
+def check_types(cls: type, data: Any, source: str) -> None:
     """Check the values of `data` (a dict read from JSON) against the annotations of the dataclass
     `cls`: a ValueError naming `source` (the file or the config), every mistyped field, the type it
     wants and the value it got.  JSON types map as: int (not bool), float (int or float), bool, str,

@@ -49,13 +49,29 @@ class SampleConfig:
     top_k: int | None = None         # keep the k most likely tokens; None = all
     top_p: float | None = None       # nucleus sampling: keep the most likely tokens up to this mass; None = the family's default (AR 0.9, others all), 1.0 = all
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Every value in range, else a ValueError (`tokgen.train.errors.ConfigValueError`) naming the
+        field, which the command line reports as its flag (`--top-p 1.5: must be in (0, 1] ...`)."""
+        from tokgen.errors import at_least, check_ranges, in_range
+
+        check_ranges(self, [
+            ("steps", at_least(1), "sampling steps must be >= 1 (or none: the family's own count)"),
+            ("cfg_scale", at_least(0), "the guidance scale must be >= 0 (1 = no guidance, 0 = the unconditional "
+                                       "model alone; or none: the family's default)"),
+            ("temperature", at_least(0), "the temperature must be a finite number >= 0 (0 = greedy, 1 = as "
+                                         "learned)"),
+            ("top_k", at_least(1), "top-k must be >= 1 (or none: no top-k filter)"),
+            ("top_p", in_range(0, 1, low_open=True), "top-p must be in (0, 1] (1 = no nucleus filter; or none: the "
+                                                     "family's default)"),
+        ], optional=("steps", "cfg_scale", "top_k", "top_p"), integers=("steps", "top_k"))
+
     def resolved(self, generator) -> dict[str, Any]:
         """The keyword arguments of `generator.generate`, with the family's guidance scale and
         nucleus mass filled in where they were left open."""
-        for name, kind in (("steps", int), ("top_k", int), ("top_p", (int, float))):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-                raise ValueError(f"{name} must be a number or None, got {value!r}")
+        self.validate()                       # fields may have been set after construction
         cfg = generator.resolve_cfg_scale(self.cfg_scale)
         top_p = self.top_p if self.top_p is not None else generator.default_top_p
         return dict(steps=self.steps, cfg_scale=float(cfg), temperature=self.temperature, top_k=self.top_k,
@@ -190,9 +206,18 @@ def recorded_tokenizer(generator_dir: str | Path) -> Path | None:
     ref_file = generator_dir / TOKENIZER_REF
     if not ref_file.is_file():
         return None
-    ref = json.loads(ref_file.read_text())
-    if ref.get("format") != TOKENIZER_REF_FORMAT:
-        raise ValueError(f"{ref_file} is not a tokenizer record (format {ref.get('format')!r}): pass tokenizer=DIR")
+    try:
+        ref = json.loads(ref_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{ref_file} is damaged ({e}): pass tokenizer=DIR (tokgen sample --tokenizer DIR), or "
+                         f"record the tokenizer again with record_tokenizer") from None
+    if not isinstance(ref, dict) or ref.get("format") != TOKENIZER_REF_FORMAT:
+        raise ValueError(f"{ref_file} is not a tokenizer record: pass tokenizer=DIR")
+    missing = [k for k, kind in (("path", str), ("relative", str), ("resolved", str), ("sha256", dict))
+               if not isinstance(ref.get(k), kind)]
+    if missing or not isinstance(ref["sha256"].get(WEIGHTS_NAME), str):
+        raise ValueError(f"{ref_file} is damaged (missing {missing or ['sha256']}): pass tokenizer=DIR (tokgen "
+                         f"sample --tokenizer DIR), or record the tokenizer again with record_tokenizer")
     given = Path(ref["path"])
     candidates = [generator_dir / ref["relative"]] + ([] if given.is_absolute() else [generator_dir / given]) + \
         [given, Path(ref["resolved"])]
@@ -244,6 +269,10 @@ class Pipeline:
         from tokgen.tokenizers_vq import VQTokenizer
 
         path = Path(path)
+        if not path.is_dir():
+            raise (NotADirectoryError if path.exists() else FileNotFoundError)(
+                f"no generator folder at {path}: pass the folder train-generator wrote (<out-dir>/generator) or "
+                f"Pipeline.save_pretrained wrote")
         generator_dir = path / "generator" if (path / "generator").is_dir() else path
         if tokenizer is not None:
             tokenizer_dir = Path(tokenizer)
@@ -260,6 +289,9 @@ class Pipeline:
             raise FileNotFoundError(f"no tokenizer folder at {tokenizer_dir}: pass tokenizer=DIR (the tokenizer whose "
                                     f"tokens the generator learned), or load a folder written by "
                                     f"Pipeline.save_pretrained")
+        from tokgen.errors import check_device
+
+        check_device(device, "device=")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tok = VQTokenizer.from_pretrained(tokenizer_dir, device=device)
         return cls(load_generator(generator_dir, spec=tok.spec, device=device), tok)
@@ -397,8 +429,11 @@ class Pipeline:
     def _check_call(output_type: str, num_per_prompt: int, batch_size: int) -> None:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if num_per_prompt < 1 or batch_size < 1:
-            raise ValueError(f"num_per_prompt and batch_size must be >= 1, got {num_per_prompt} and {batch_size}")
+        for name, value in (("num_per_prompt", num_per_prompt), ("batch_size", batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                from tokgen.errors import ConfigValueError
+
+                raise ConfigValueError(name, value, "must be a whole number >= 1")
 
     def _condition_rows(self, prompts: tuple[str, list] | None, order: list[int], truncate: bool) -> dict[str, Tensor]:
         """The condition rows for prompts[order] ({} for an unconditional model without prompts)."""

@@ -56,10 +56,7 @@ def main(argv: list[str]) -> int:
     from ..jobs.comparison import compare
 
     args = parse_args(build_parser(), argv)
-    try:
-        report = compare(config_from_flags(vars(args)), command="tokgen compare " + shlex.join(argv))
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    report = compare(config_from_flags(vars(args)), command="tokgen compare " + shlex.join(argv))
     if report is not None:
         print(f"[compare] report: {report}")
     return 0

@@ -22,12 +22,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.n < 1:
+        raise ValueError(f"--n {args.n}: must be >= 1 item")
+    if args.image_size is not None and args.image_size < 8:
+        raise ValueError(f"--image-size {args.image_size}: must be >= 8 pixels (or leave it out: the dataset's own)")
+    if Path(args.out).is_dir():
+        raise IsADirectoryError(f"--out {args.out} is a folder: name the PNG file to write, e.g. "
+                                f"--out {Path(args.out) / 'data.png'}")
+    options = dataset_options(args)
     import torch
 
     from tokgen.eval.visualize import save_captioned_grid
     from tokgen.data import build_dataset
 
-    ds = build_dataset(args.dataset, args.split, args.image_size, **dataset_options(args))
+    ds = build_dataset(args.dataset, args.split, args.image_size, **options)
     n = min(args.n, len(ds))
     items = [ds[i] for i in range(n)]
     images = torch.stack([it["image"] for it in items])

@@ -118,14 +118,14 @@ def _stage(title: str, number: int, total: int) -> float:
 
 
 def main(argv: list[str]) -> int:
+    from ..jobs.checks import check_compare
+
     args = parse_args(build_parser(), argv)
-    try:
-        _check_budgets(args)
-        _check_tokenizer_scales(args)
-        comparison = _compare_config(args)          # every setting checked before the first stage
-        return _run(args, comparison, "tokgen demo " + shlex.join(argv))
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    _check_budgets(args)                            # a bad value: `error: ...` (tokgen.train.cli)
+    _check_tokenizer_scales(args)
+    comparison = _compare_config(args)              # every setting checked before the first stage
+    check_compare(comparison)
+    return _run(args, comparison, "tokgen demo " + shlex.join(argv))
 
 
 def _run(args, comparison, command: str) -> int:
@@ -181,13 +181,29 @@ def _run(args, comparison, command: str) -> int:
 
 
 def _check_budgets(args) -> None:
+    import math
+
     for flag, value in (("--tokenizer-steps", args.tokenizer_steps), ("--steps-per-family", args.steps_per_family),
-                        ("--tokenizer-batch-size", 1 if args.tokenizer_batch_size is None else args.tokenizer_batch_size)):
+                        ("--tokenizer-batch-size", 1 if args.tokenizer_batch_size is None else args.tokenizer_batch_size),
+                        ("--judge-n", args.judge_n), ("--token-limit", args.token_limit),
+                        ("--eval-items", args.eval_items)):
         if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
+            raise ValueError(f"{flag} {value}: must be >= 1")
+    if args.tokenizer_eval_n < 0:
+        raise ValueError(f"--tokenizer-eval-n {args.tokenizer_eval_n}: must be >= 0 (0 = skip)")
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed}: must be >= 0")
     for flag, value in (("--tokenizer-minutes", args.tokenizer_minutes), ("--minutes-per-family", args.minutes_per_family)):
-        if value < 0:
-            raise ValueError(f"{flag} must be >= 0 (0 = no cap), got {value}")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{flag} {value}: must be >= 0 (0 = no cap)")
+    if args.tokenizer:
+        from ..jobs.checks import check_folder
+
+        check_folder(args.tokenizer, "--tokenizer", "a tokenizer folder",
+                     "pass the folder train-tokenizer wrote (<out-dir>/tokenizer), or leave --tokenizer out to train one")
+    from ..jobs.checks import check_output_folder
+
+    check_output_folder(args.out, "--out")
 
 
 def _record_total(out: Path, report: Path, results: dict) -> None:
@@ -411,4 +427,6 @@ def _stage_times(results: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from tokgen.train.cli import main as tokgen
+
+    sys.exit(tokgen(["demo", *sys.argv[1:]]))

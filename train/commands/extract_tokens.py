@@ -30,30 +30,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="train,val,test", help="comma-separated splits")
     p.add_argument("--limit", type=int, default=0, help="at most this many items per split (0 = all)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default=_DEFAULT_DEVICE, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--precision", default="auto", choices=SAMPLING_CHOICES,
                    help="the encoder's forwards in float32 or under bfloat16 autocast (auto: bf16 where --device "
                         "runs it fast; the quantizer's code search stays float32)")
     return p
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+_DEFAULT_DEVICE = "auto"
 
 
 def main(argv: list[str]) -> int:
     from ..jobs.tokens import ExtractConfig, extract_tokens
 
     args = parse_args(build_parser(), argv)
+    if args.device == _DEFAULT_DEVICE:
+        args.device = None                    # None: cuda when available (the job decides)
     config = ExtractConfig(tokenizer=args.tokenizer, out=args.out, dataset=args.dataset,
                            dataset_options=dataset_options(args),
                            splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), limit=args.limit,
                            batch_size=args.batch_size, device=args.device, precision=args.precision)
-    try:
-        result = extract_tokens(config)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    result = extract_tokens(config)          # a bad input: `error: ...` (tokgen.train.cli)
     print(json.dumps(dataclasses.asdict(result), indent=2))
     return 0

@@ -23,6 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.n < 1:
+        raise ValueError(f"--n {args.n}: must be >= 1 test image")
+    if args.image_size not in (None, 32, 64):
+        raise ValueError(f"--image-size {args.image_size}: the shapes judge reads 32 or 64 px images (or leave it out: "
+                         "both)")
+    if args.num_objects not in (None, 1, 2):
+        raise ValueError(f"--num-objects {args.num_objects}: shapes images hold 1 or 2 objects (or leave it out: both)")
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed}: must be >= 0")
     if args.judge in ("shapes", "all"):
         from tokgen.eval.judges import shapes
 

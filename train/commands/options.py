@@ -11,6 +11,8 @@ import re
 import shlex
 import typing
 
+from tokgen.errors import ErrorExit
+
 
 def _field_comments(cls) -> dict[str, str]:
     """The `# comment` after each field in the dataclass's source: it becomes the --help text."""
@@ -114,7 +116,14 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default: str = "shape
 def dataset_options(args: argparse.Namespace) -> dict:
     """The options `build_dataset` and `judge_for` take, from `add_dataset_arguments`' flags; token
     folders record them, so generator training judges its samples with the judge of the same data."""
-    return {"num_objects": args.num_objects} if args.num_objects else {}
+    if args.num_objects is None:
+        return {}
+    if not str(args.dataset).startswith("shapes"):
+        raise ValueError(f"--num-objects {args.num_objects}: an option of --dataset shapes, not {args.dataset}: "
+                         "drop it")
+    if args.num_objects not in (1, 2):
+        raise ValueError(f"--num-objects {args.num_objects}: shapes images hold 1 or 2 objects")
+    return {"num_objects": args.num_objects}
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -128,8 +137,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str], config=None) ->
         path, values = config if config is not None else config_values(argv)
         if path:
             apply_config(parser, values, path)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except (ValueError, FileNotFoundError) as e:      # exits 2 (`error: ...` printed by tokgen.train.cli)
+        raise ErrorExit(str(e)) from e
     return parser.parse_args(argv)
 
 

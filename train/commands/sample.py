@@ -65,10 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        path = run(args)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    path = run(args)                   # a bad input: `error: ...` (tokgen.train.cli)
     print(f"wrote {path}")
     return 0
 
@@ -84,23 +81,37 @@ def run(args) -> Path:
     from ..precision import autocast, resolve_precision
     from tokgen.pipeline import SampleConfig
 
-    if args.num_per_prompt < 1:
-        raise ValueError(f"--num-per-prompt must be >= 1, got {args.num_per_prompt}")
+    from tokgen.errors import check_device
+    from ..jobs.checks import check_folder
+
+    # every flag checked, and every input file read, before the models are loaded
+    for flag, value in (("--num-per-prompt", args.num_per_prompt), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} {value}: must be >= 1")
+    out = Path(args.out)
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder: name the PNG file to write, e.g. --out {out / 'samples.png'}")
+    sampling = dataclass_from_args(SampleConfig, args)          # --top-p 1.5 and kin: `error: --top-p ...`
+    check_device(args.device)
+    check_folder(args.generator, "--generator", "a generator folder",
+                 "pass the folder train-generator wrote (<out-dir>/generator)")
+    if args.tokenizer:
+        check_folder(args.tokenizer, "--tokenizer", "a tokenizer folder",
+                     "pass the folder train-tokenizer wrote (<out-dir>/tokenizer)")
     outpaint = _edit_flags(args)
+    file_lines = _read_prompts_file(args.prompts_file) if args.prompts_file else None
+    image = _open_image(args.image, "--image") if args.image else None
+    mask = _open_image(args.mask, "--mask") if args.mask else None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = Pipeline.from_pretrained(args.generator, tokenizer=args.tokenizer, device=device)
-    labels, captions = _prompts(args, pipe.generator.conditioning)
+    labels, captions = _prompts(args, pipe.generator.conditioning, file_lines)
     k = args.num_per_prompt
-    sampling = dataclass_from_args(SampleConfig, args)
     options = dict(num_per_prompt=k, seed=args.seed, batch_size=args.batch_size, truncate=args.truncate,
                    output_type="pt", **vars(sampling))
     inputs = None
-    if args.image:
-        image = _open_image(args.image, "--image")
+    if image is not None:
         if outpaint:
             image, mask = pipe.prepare_outpaint(image, *outpaint)
-        else:
-            mask = _open_image(args.mask, "--mask")
         inputs = pipe.preview(image, mask)                                    # (1, 3, H, W)
     precision = resolve_precision(args.precision, device)
     print(f"precision: {precision}")
@@ -143,8 +154,10 @@ def _edit_flags(args) -> tuple[str, float] | None:
     try:
         value = float(fraction) if fraction else 0.5
     except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:                              # also NaN
         raise ValueError(f"--outpaint {args.outpaint}: the fraction must be a number in (0, 1), e.g. "
-                         f"{side}:0.25") from None
+                         f"{side}:0.25")
     return side, value
 
 
@@ -163,18 +176,31 @@ def _open_image(path: str, flag: str):
     return image
 
 
-def _prompts(args, kind) -> tuple[list[int] | None, list[str] | None]:
+def _read_prompts_file(name: str) -> list[str]:
+    """The non-empty lines of --prompts-file, or an error naming it (missing, a folder, not text, empty)."""
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"--prompts-file {path}: no such file" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--prompts-file {path} is not UTF-8 text (a binary file?): write one caption or class id "
+                         "per line") from None
+    if "\0" in text:
+        raise ValueError(f"--prompts-file {path} holds NUL bytes (a binary file?): write one caption or class id "
+                         "per line")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"--prompts-file {path} has no prompts: write one caption or class id per line")
+    return lines
+
+
+def _prompts(args, kind, file_lines: list[str] | None = None) -> tuple[list[int] | None, list[str] | None]:
     """(labels, captions), one entry per prompt, the one the model does not take None (both for an
     unconditional model), checked against what the model was trained on (`kind`: its
-    generator's condition kind)."""
-    file_lines = None
-    if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--prompts-file {path}: no such file")
-        file_lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not file_lines:
-            raise ValueError(f"--prompts-file {path} has no prompts: write one caption or class id per line")
+    generator's condition kind); `file_lines`: --prompts-file's lines, already read."""
+    if args.prompts_file and file_lines is None:
+        file_lines = _read_prompts_file(args.prompts_file)
     given = "--captions" if args.captions else "--classes" if args.classes else None
     if not kind.conditional:
         if given or file_lines:
@@ -207,4 +233,6 @@ def _class_ids(lines: list[str]) -> list[int]:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from tokgen.train.cli import main as tokgen
+
+    sys.exit(tokgen(["sample", *sys.argv[1:]]))

@@ -78,10 +78,7 @@ def main(argv: list[str]) -> int:
     from ..jobs.generator import train_generator
 
     args = parse_args(build_parser(), argv)
-    try:
-        result = train_generator(config_from_args(args))
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    result = train_generator(config_from_args(args))     # a bad input: `error: ...` (tokgen.train.cli)
     if result is not None:
         print(json.dumps(result.to_dict(), indent=2))
         print(f"generator saved to {Path(result.run) / 'generator'}; sample grids in {Path(result.run) / 'samples'}")

@@ -56,18 +56,12 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     from ..jobs.tokenizer import train_tokenizer
 
-    try:
-        config = config_values(argv)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    config = config_values(argv)              # a bad --config file: `error: ...` (tokgen.train.cli)
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--preset", default=config[1].get("preset", "shapes-tiny"))
     parser = build_parser(first.parse_known_args(argv)[0].preset)   # the training defaults follow the preset
     args = parse_args(parser, argv, config)
-    try:
-        result = train_tokenizer(config_from_args(args))
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    result = train_tokenizer(config_from_args(args))
     if result is not None:
         print(json.dumps(result.to_dict(), indent=2))
         print(f"tokenizer saved to {result.folder}; reconstructions in {Path(result.folder).parent / 'samples'}")

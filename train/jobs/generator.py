@@ -89,7 +89,9 @@ def train_generator(config: GeneratorRunConfig) -> TrainResult | None:
     from ..checkpoint import resolve_resume
     from ..engine import Trainer
     from ..tasks.generator import GeneratorTask
+    from .checks import check_generator_run
 
+    check_generator_run(config)   # every setting, before anything is read or built
     set_seed(config.train.seed)   # the initial weights are a function of the seed
     train, val, tokenizer = _load_inputs(config)
     resuming = resolve_resume(config.train.resume, config.train.out_dir) is not None
@@ -152,9 +154,13 @@ def _load_inputs(config: GeneratorRunConfig):
     from tokgen.data.tokens import TokenDataset
     from tokgen.tokenizers_vq import VQTokenizer
 
+    from tokgen.generators import as_spec
+
     from ..tasks.generator import check_same_spec
+    from .checks import check_multiscale
 
     train = TokenDataset(config.tokens, "train")
+    check_multiscale(config.family, as_spec(train.spec).scales, "--family", f"the token folder {config.tokens}")
     val = TokenDataset(config.tokens, "val") if "val" in train.meta.get("splits", {}) else None
     tokenizer = None
     if config.tokenizer:

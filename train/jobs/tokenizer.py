@@ -100,6 +100,9 @@ def train_tokenizer(config: TokenizerRunConfig) -> TokenizerResult | None:
     from ..engine import Trainer
     from ..tasks.tokenizer import TokenizerTask
 
+    from .checks import check_tokenizer_run
+
+    check_tokenizer_run(config)                         # every setting, before data or models are built
     preset = get_tokenizer_preset(config.preset)        # an unknown name: ValueError naming the known ones
     train_config = config.train or preset_train_config(config.preset)
     schedule = config.schedule or preset_schedule(config.preset)

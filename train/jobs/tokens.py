@@ -46,7 +46,9 @@ def extract_tokens(config: ExtractConfig) -> ExtractResult:
     from tokgen.tokenizers_vq import VQTokenizer
 
     from ..precision import autocast, resolve_precision
+    from .checks import check_extract
 
+    check_extract(config)         # every setting, before the tokenizer or the dataset is loaded
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = VQTokenizer.from_pretrained(config.tokenizer, device=device).eval()
     precision = resolve_precision(config.precision, device)

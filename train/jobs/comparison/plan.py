@@ -28,8 +28,15 @@ def make_plan(config: CompareConfig) -> Plan:
     from tokgen.generators import family_class
     from tokgen.tokenizers_vq import VQTokenizer
 
-    from ...tasks.generator import check_same_spec
+    from tokgen.generators import as_spec
 
+    from ...tasks.generator import check_same_spec
+    from ..checks import check_compare, check_folder, check_multiscale
+
+    check_compare(config)                     # every setting, before the tokens or the tokenizer are read
+    check_folder(config.tokens, "--tokens", "a token folder", "pass the folder `tokgen extract-tokens --out` wrote")
+    check_folder(config.tokenizer, "--tokenizer", "a tokenizer folder",
+                 "pass the folder train-tokenizer wrote (<out-dir>/tokenizer)")
     families = list(dict.fromkeys(config.families))
     for family in families:
         family_class(family)                  # an unknown family: ValueError naming the known ones
@@ -39,6 +46,8 @@ def make_plan(config: CompareConfig) -> Plan:
         raise ValueError(f"need --max-steps >= 1 and --max-minutes >= 0, got {config.train.max_steps} and "
                          f"{config.train.max_minutes}")
     val = TokenDataset(config.tokens, "val")  # FileNotFoundError: no token folder / no val split
+    for family in families:
+        check_multiscale(family, as_spec(val.spec).scales, "--families", f"the token folder {config.tokens}")
     splits = val.meta.get("splits", {})
     if "test" not in splits or "train" not in splits:
         raise ValueError(f"{config.tokens} has splits {sorted(splits)}, but compare trains on train, conditions on "
