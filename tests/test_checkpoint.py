@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 
 def run(out_dir, steps, *, resume=None, init_seed=0, **overrides):
     """Train ToyTask (dropout, RNG noise, a scheduler, a critic that starts at step 2, EMA)."""
-    task_kw = {k: overrides.pop(k) for k in ("nan_at", "poison_at", "noise", "dropout") if k in overrides}
+    task_kw = {k: overrides.pop(k) for k in ("nan_at", "poison_at", "noise", "dropout", "sleep") if k in overrides}
     task = ToyTask(init_seed=init_seed, **task_kw)
     settings = dict(batch_size=4, grad_accum=2, lr=0.02, grad_clip=0.5, ema_decay=0.8, save_every=0,
                     log_every=1, seed=3, tensorboard=False)

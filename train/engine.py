@@ -18,6 +18,13 @@ r-th part, so 2 processes with batch B/2 see the same global batches as 1 proces
 A resumed run restarts the sampler at the saved position, so N steps + resume + M steps equals
 N + M steps straight (bit for bit on the CPU), provided a dataset item depends only on its index
 (CONTRIBUTING.md).
+
+Resume never crashes on a damaged checkpoint and never silently loses exactness: the newest
+complete checkpoint whose files all check out and load is used; a damaged newer one is named in a
+warning and set aside (`checkpoint-<step>.damaged`); with none left the run refuses, naming each
+damaged file (train/checkpoint.py). A missing RNG state is damage unless `allow_inexact_resume`.
+SIGTERM and SIGINT during fit() finish the current step, write a checkpoint and exit with 143 / 130
+(one line says where to resume from). One run writes to an out_dir at a time (`run.lock`).
 """
 from __future__ import annotations
 
@@ -26,7 +33,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,13 +59,19 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from .checkpoint import (
+    CheckpointError,
+    DamagedCheckpoint,
     NonFiniteError,
+    RunLock,
+    RunLockedError,
     load_checkpoint,
     prune_checkpoints,
     read_trainer_state,
     remove_stale_temp,
-    resolve_resume,
+    resume_candidates,
     save_checkpoint,
+    set_aside_damaged,
+    verify_checkpoint,
 )
 from .ema import EMA
 from .precision import CHOICES, Choice, resolve_precision
@@ -83,6 +98,7 @@ class TrainConfig:
     eval_every: int = 0  # call task.evaluate(step) every N steps; it also runs at the end if the task has it
     seed: int = 0  # seeds python/numpy/torch (plus the process index) and the data order
     resume: str | None = "auto"  # "auto": latest complete checkpoint in out_dir, if any; a path; None: afresh
+    allow_inexact_resume: bool = False  # resume even if the checkpoint's RNG state is missing or unreadable: the run then no longer matches a straight run bit for bit
     num_workers: int = 0  # DataLoader worker processes per training process
     shuffle: bool = True  # a new order every epoch, a function of (seed, epoch) only
     max_nonfinite: int = 5  # raise NonFiniteError after this many skipped (NaN/inf) steps in a row
@@ -214,6 +230,8 @@ class Trainer:
         self.last_logs: dict[str, float] = {}
         self._elapsed_before, self._start, self._last_saved, self._last_eval = 0.0, time.monotonic(), -1, -1
         self._window = _Window()
+        self._signals = _StopSignals(install=False)  # the real ones are installed while fit() runs
+        self._agreed_signal = 0
 
     # ------------------------------------------------------------------ public helpers
     @property
@@ -239,12 +257,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
-        """Train until max_steps (or max_minutes); return the last logs plus how it ended."""
-        cfg, acc = self.config, self.accelerator
+        """Train until max_steps (or max_minutes); return the last logs plus how it ended.
+
+        SIGTERM / SIGINT (in the main thread): the current step finishes, a checkpoint is written
+        and SystemExit(143 / 130) is raised after one line saying where the run stopped.
+        """
+        acc = self.accelerator
         self._start = time.monotonic()
+        lock = self._lock_run_folder()  # before anything in out_dir is touched
+        try:
+            with _StopSignals(install=True, verbose=acc.is_main_process) as signals:
+                self._signals = signals
+                logs = self._fit()
+        finally:
+            self._signals = _StopSignals(install=False)
+            if lock is not None:
+                lock.release()
+        if logs["stopped"] in ("SIGTERM", "SIGINT"):
+            if acc.is_main_process:
+                print(f"stopped by {logs['stopped']} at step {self.step}: checkpoint {self.checkpoint}; "
+                      "resume with the same command", file=sys.stderr, flush=True)
+            raise SystemExit(128 + int(getattr(signal, logs["stopped"])))
+        return logs
+
+    def _fit(self) -> dict[str, Any]:
+        cfg, acc = self.config, self.accelerator
         if acc.is_main_process:
-            Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-            remove_stale_temp(cfg.out_dir)
+            remove_stale_temp(cfg.out_dir)  # only now that the lock is ours: never a live run's
         acc.wait_for_everyone()
         self._resume()
         if acc.log_with:
@@ -261,9 +300,18 @@ class Trainer:
                 time_up = self._train_step(batches)
                 self.step += 1
                 bar.update(self._progress() - bar.n)
+                signum = self._stop_signal()
+                if signum:  # checkpoint now and stop: no hooks, a preempted job has seconds left
+                    stopped = signal.Signals(signum).name
+                    if self.step % cfg.log_every == 0:  # the line a straight run writes here
+                        self._log(bar)
+                    if self._last_saved != self.step:
+                        self._save()
+                    break
                 stopped = "max_minutes" if time_up else stopped
                 self._after_step(bar, last=time_up or self.step >= cfg.max_steps)
-            self._finish()
+            if stopped not in ("SIGTERM", "SIGINT"):
+                self._finish()
         finally:
             bar.close()
             for tracker in acc.trackers:  # not acc.end_training(): it destroys the process group
@@ -273,6 +321,29 @@ class Trainer:
         return {**self.last_logs, "step": self.step, "stopped": stopped, "checkpoint": str(self.checkpoint),
                 "nonfinite_steps": self.nonfinite_total, "minutes": self._elapsed() / 60,
                 "precision": self.precision.to_dict()}
+
+    def _lock_run_folder(self) -> RunLock | None:
+        """Take out_dir's run lock (the main process does; the others learn whether it could)."""
+        acc, lock, error = self.accelerator, None, None
+        if acc.is_main_process:
+            try:
+                lock = RunLock.acquire(self.config.out_dir, warn=lambda m: tqdm.write(m, file=sys.stderr))
+            except RunLockedError as e:
+                error = e
+        if acc.num_processes > 1:
+            message = broadcast_object_list([str(error) if error else None])[0]
+            error = error or (RunLockedError(message) if message else None)
+        if error is not None:
+            raise error
+        return lock
+
+    def _stop_signal(self) -> int:
+        """SIGTERM / SIGINT when the run should checkpoint and stop after this step, else 0.
+        Under several processes: what they agreed on this step (every process stops at the same
+        step even if only one got the signal, or one got it a moment later)."""
+        if self.accelerator.num_processes > 1:
+            return self._agreed_signal
+        return self._signals.received or 0
 
     def _progress_bar(self) -> tqdm:
         """Steps out of max_steps; or, under a time budget, seconds out of max_minutes (a steps bar
@@ -427,7 +498,7 @@ class Trainer:
         # mid-run (after a resume) draws nothing from the training RNG streams.
         g = torch.Generator().manual_seed(_derived_seed(cfg.seed, epoch, salt=1 + acc.process_index))
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.num_workers, generator=g,
-                          pin_memory=self.device.type == "cuda",
+                          pin_memory=self.device.type == "cuda", worker_init_fn=_ignore_stop_signals,
                           collate_fn=getattr(self.task, "collate", None))
 
     # ------------------------------------------------------------------ logs, hooks, checkpoints
@@ -501,18 +572,86 @@ class Trainer:
         }
 
     def _resume(self) -> None:
-        path = resolve_resume(self.config.resume, self.config.out_dir)
-        if path is None:
+        """Load the newest usable checkpoint: a damaged one (a file missing, cut, emptied, changed,
+        unreadable or not fitting) is named in a warning and the previous complete one is tried;
+        with none left, a CheckpointError names every damaged file. Every process takes the same
+        decision (the main process checks the files' sizes and hashes; each loads its own RNG state)."""
+        cfg, acc = self.config, self.accelerator
+        candidates, fallback = resume_candidates(cfg.resume, cfg.out_dir)
+        allow = cfg.allow_inexact_resume
+        rejected: list[tuple[Path, list]] = []
+        for path in candidates:
+            # the files against the sizes and hashes in COMPLETE, then trainer_state.json, then the
+            # loads themselves; RNG damage alone is acceptable only with allow_inexact_resume
+            damage = self._agreed_damage(lambda: verify_checkpoint(path) if acc.is_main_process else [])
+            state = None
+            if not damage or (allow and all(d.rng for d in damage)):
+                state, more = self._agreed_load(path, read_only=True)
+                damage += more
+            if state is not None and not [d for d in damage if not d.rng]:
+                self._check_fits(path, state)
+                _, more = self._agreed_load(path, skip_rng=allow)
+                damage += [d for d in more if d not in damage]
+            if not damage or (allow and state is not None and all(d.rng for d in damage)):
+                break
+            rejected.append((path, damage))
+            if fallback and path != candidates[-1]:
+                self._warn(f"warning: not resuming from {path}: {_damage_text(damage)}; "
+                           "trying the previous complete checkpoint")
+        else:
+            if rejected:
+                raise CheckpointError(_refusal(cfg, rejected))
             return
-        state = read_trainer_state(path)
+        if damage:
+            self._warn(f"warning: resuming from {path} without its RNG state ({_damage_text(damage)}): "
+                       "allow_inexact_resume is set, so the run goes on, but it no longer matches a "
+                       "straight run bit for bit")
+        self._restore_position(path, state)
+        if rejected and acc.is_main_process:
+            for bad, _ in rejected:
+                aside = set_aside_damaged(bad)
+                self._warn(f"warning: set the damaged {bad.name} aside as {aside}")
+        acc.wait_for_everyone()
+
+    def _agreed_damage(self, check) -> list:
+        """Run `check()` (-> list of Damage) on every process; all get everyone's damage."""
+        try:
+            found = list(check())
+        except DamagedCheckpoint as e:
+            found = [e.damage]
+        if self.accelerator.num_processes > 1:
+            found = [d for part in gather_object([found]) for d in part]
+        return found
+
+    def _agreed_load(self, path: Path, read_only: bool = False, skip_rng: bool = False) -> tuple[dict | None, list]:
+        """Read trainer_state.json (read_only) or load the whole checkpoint, on every process;
+        returns the state and the damage found anywhere (with skip_rng, the RNG states skipped)."""
+        state, skipped = None, []
+
+        def load():
+            nonlocal state
+            if read_only:
+                state = read_trainer_state(path)
+            else:
+                state = load_checkpoint(self.accelerator, path, self.ema, modules=self.modules,
+                                        optimizers=self.optimizers, schedulers=self.schedulers,
+                                        skip_rng=skip_rng, skipped=skipped)
+            return skipped
+
+        damage = self._agreed_damage(load)
+        return state, damage
+
+    def _check_fits(self, path: Path, state: dict) -> None:
+        """A checkpoint of another task or EMA setting is no damage: refuse at once."""
         mine = {"modules": self.modules, "optimizers": self.optimizers, "schedulers": self.schedulers}
         if self.ema:  # turning EMA off on resume is fine; the saved EMA is then ignored
             mine["ema"] = self.ema
         for key, names in mine.items():
-            if state[key] != list(names):
-                raise ValueError(f"{path} was written with {key} {state[key]}, this run has {list(names)}: "
+            if state.get(key) != list(names):
+                raise ValueError(f"{path} was written with {key} {state.get(key)}, this run has {list(names)}: "
                                  "resume with the same task and EMA settings (or resume=None, a new out_dir)")
-        load_checkpoint(self.accelerator, path, self.ema)
+
+    def _restore_position(self, path: Path, state: dict) -> None:
         self.accelerator.step = 0  # checkpoints are taken at optimizer-step boundaries
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         global_batch = self.config.batch_size * self.accelerator.num_processes
@@ -526,8 +665,12 @@ class Trainer:
         self.scaler_skips, self._elapsed_before = state["scaler_skips"], state["elapsed_s"]
         self._start, self._last_saved, self.checkpoint = time.monotonic(), self.step, path
         if self.accelerator.is_main_process:
-            _truncate_log(Path(self.config.out_dir) / "log.jsonl", self.step)
+            _truncate_log(Path(self.config.out_dir) / "log.jsonl", self.step, self._warn)
         self.accelerator.print(f"resumed from {path} at step {self.step}")
+
+    def _warn(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            tqdm.write(message, file=sys.stderr)
 
     # ------------------------------------------------------------------ small things
     def _prepare_optimizers(self, specs: dict) -> tuple[dict, dict]:
@@ -560,11 +703,15 @@ class Trainer:
         processes), so that their learning rates stay identical."""
         budget = self.config.max_minutes * 60
         fraction = self._elapsed() / budget if budget > 0 else 0.0
-        flags = [float(nonfinite), float(self._time_is_up()), fraction]
+        received = self._signals.received
+        flags = [float(nonfinite), float(self._time_is_up()), fraction,
+                 float(received == signal.SIGTERM), float(received == signal.SIGINT)]
         if self.accelerator.num_processes > 1:
             total = self.accelerator.reduce(torch.tensor(flags, device=self.device), reduction="sum").tolist()
-            flags = [total[0], total[1], total[2] / self.accelerator.num_processes]
+            flags = [total[0], total[1], total[2] / self.accelerator.num_processes, total[3], total[4]]
         self._time_fraction = min(1.0, flags[2])
+        # SIGTERM (a preemption) wins over SIGINT if the processes got different ones
+        self._agreed_signal = signal.SIGTERM if flags[3] > 0 else signal.SIGINT if flags[4] > 0 else 0
         return flags[0] > 0, flags[1] > 0
 
     def _any_process(self, *flags: bool) -> list[bool]:
@@ -703,9 +850,87 @@ def _flat_config(config: TrainConfig) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in asdict(config).items()}
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop the lines a killed run wrote after the checkpoint we resume from."""
-    if path.is_file():
-        lines = path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+def _truncate_log(path: Path, step: int, warn=None) -> None:
+    """Drop the lines a killed run wrote after the checkpoint we resume from, and lines that are
+    not JSON (a run killed while writing one leaves it torn): those are named in a warning."""
+    if not path.is_file():
+        return
+    kept, torn = [], []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            torn.append(number)
+            continue
+        if entry.get("step", 0) <= step:
+            kept.append(line)
+    if torn and warn is not None:
+        warn(f"warning: {path}: skipped {len(torn)} torn line(s) (line {', '.join(map(str, torn[:5]))}"
+             f"{', ...' if len(torn) > 5 else ''}): a run was cut off while writing them")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def _damage_text(damage: list) -> str:
+    return "; ".join(str(d) for d in damage)
+
+
+def _refusal(config: TrainConfig, rejected: list) -> str:
+    lines = "; ".join(f"{path.name}: {_damage_text(damage)}" for path, damage in rejected)
+    rng_only = any(all(d.rng for d in damage) for _, damage in rejected)
+    hint = (" Or pass allow_inexact_resume=True (--allow-inexact-resume true) to resume without the RNG "
+            "state: the run then no longer matches a straight run bit for bit." if rng_only else "")
+    where = (f"resume={config.resume!r}" if config.resume != "auto"
+             else f"{config.out_dir}: no complete checkpoint there can be loaded")
+    return (f"cannot resume ({where}): {lines}. Restore the damaged files, resume from another "
+            f"checkpoint-<step> folder, or start afresh with resume=None or a new out_dir.{hint}")
+
+
+class _StopSignals:
+    """While fit() runs: SIGTERM and SIGINT only set `received` (the loop then checkpoints and
+    stops); a second one stops at once. Installed only in the main thread (Python allows signal
+    handlers nowhere else); the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, install: bool, verbose: bool = False):
+        self.install = install and threading.current_thread() is threading.main_thread()
+        self.verbose, self.received, self.previous = verbose, 0, {}
+
+    def __enter__(self) -> "_StopSignals":
+        if self.install:
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for sig, handler in self.previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
+        self.previous = {}
+        return False
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received:  # the second one: stop now, without a checkpoint
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        self.received = signum
+        if self.verbose:
+            sys.stderr.write(f"\n{name}: finishing this step and writing a checkpoint "
+                             f"(send {name} again to stop at once)\n")
+            sys.stderr.flush()
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM/SIGINT (sent to the whole process group by Ctrl-C or a
+    scheduler): the training process decides when to stop, and shuts its workers down itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
