@@ -74,6 +74,8 @@ from .checkpoint import (
     verify_checkpoint,
 )
 from .ema import EMA
+from tokgen.errors import ConfigValueError, at_least, check_ranges, in_range, positive
+
 from .precision import CHOICES, Choice, resolve_precision
 
 __all__ = ["TrainConfig", "TrainTask", "Trainer", "EpochBatchSampler", "NonFiniteError"]
@@ -196,7 +198,7 @@ class Trainer:
     """
 
     def __init__(self, task, dataset, config: TrainConfig):
-        _check_config(config)
+        check_train_config(config)
         self.task, self.dataset, self.config = task, dataset, config
         self._time_fraction = 0.0  # read by learning-rate schedules built in configure_optimizers
         cpu = config.cpu or _cpu_only_multiprocess() or parse_flag_from_env("ACCELERATE_USE_CPU")
@@ -797,18 +799,35 @@ def _cpu_only_multiprocess() -> bool:
     return not (has_accelerator.is_available() if has_accelerator else torch.cuda.is_available())
 
 
-def _check_config(c: TrainConfig) -> None:
-    if c.mixed_precision not in CHOICES:
-        raise ValueError(f"mixed_precision must be one of {', '.join(CHOICES)}, got {c.mixed_precision!r}")
-    for name in ("max_steps", "batch_size", "grad_accum", "log_every", "max_nonfinite"):
-        if getattr(c, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(c, name)}")
-    for name in ("save_every", "keep_last", "sample_every", "eval_every", "num_workers", "max_minutes",
-                 "grad_clip"):
-        if getattr(c, name) < 0:
-            raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(c, name)}")
-    if not 0 <= c.ema_decay < 1:
-        raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {c.ema_decay}")
+_TRAIN_INTS = ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "log_every", "sample_every",
+               "eval_every", "seed", "num_workers", "max_nonfinite")
+
+
+def check_train_config(train: TrainConfig) -> None:
+    """A TrainConfig: the budget, the batch, the learning rate and every interval in range; a
+    ConfigValueError tagged with the field (the command line names its flag)."""
+    check_ranges(train, [
+        ("max_steps", at_least(1), "the step budget must be >= 1"),
+        ("max_minutes", at_least(0), "the wall-time cap must be >= 0 minutes (0 = none)"),
+        ("batch_size", at_least(1), "the batch size must be >= 1"),
+        ("grad_accum", at_least(1), "gradient accumulation must be >= 1 micro-batch"),
+        ("lr", positive, "the learning rate must be a finite number > 0 (e.g. 3e-4)"),
+        ("grad_clip", at_least(0), "the gradient-norm clip must be >= 0 (0 = no clipping)"),
+        ("ema_decay", in_range(0, 1, high_open=True), "the EMA decay must be in [0, 1) (0 = off; e.g. 0.999)"),
+        ("save_every", at_least(0), "must be >= 0 steps (0 = only at the end)"),
+        ("keep_last", at_least(0), "must be >= 0 checkpoints (0 = keep all)"),
+        ("log_every", at_least(1), "must be >= 1 step"),
+        ("sample_every", at_least(0), "must be >= 0 steps (0 = never)"),
+        ("eval_every", at_least(0), "must be >= 0 steps (0 = never)"),
+        ("seed", at_least(0), "the seed must be a whole number >= 0"),
+        ("num_workers", at_least(0), "must be >= 0 DataLoader workers"),
+        ("max_nonfinite", at_least(1), "must be >= 1 step"),
+    ], integers=_TRAIN_INTS)
+    if train.mixed_precision not in CHOICES:
+        raise ConfigValueError("mixed_precision", train.mixed_precision, f"must be one of {', '.join(CHOICES)}")
+    if not isinstance(train.ema_modules, (tuple, list)) or not all(isinstance(m, str) for m in train.ema_modules):
+        raise ConfigValueError("ema_modules", train.ema_modules, 'must be a list of module names, e.g. ["generator"]')
+
 
 
 def _check_modules(modules) -> None:

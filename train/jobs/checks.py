@@ -9,35 +9,7 @@ from typing import Any
 
 from tokgen.errors import ConfigValueError, UsageError, at_least, check_device, check_ranges, finite, in_range, positive
 
-_TRAIN_INTS = ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "log_every", "sample_every",
-               "eval_every", "seed", "num_workers", "max_nonfinite")
-
-
-def check_train(train) -> None:
-    """A TrainConfig: the budget, the batch, the learning rate and every interval in range."""
-    from ..precision import CHOICES
-
-    check_ranges(train, [
-        ("max_steps", at_least(1), "the step budget must be >= 1"),
-        ("max_minutes", at_least(0), "the wall-time cap must be >= 0 minutes (0 = none)"),
-        ("batch_size", at_least(1), "the batch size must be >= 1"),
-        ("grad_accum", at_least(1), "gradient accumulation must be >= 1 micro-batch"),
-        ("lr", positive, "the learning rate must be a finite number > 0 (e.g. 3e-4)"),
-        ("grad_clip", at_least(0), "the gradient-norm clip must be >= 0 (0 = no clipping)"),
-        ("ema_decay", in_range(0, 1, high_open=True), "the EMA decay must be in [0, 1) (0 = off; e.g. 0.999)"),
-        ("save_every", at_least(0), "must be >= 0 steps (0 = only at the end)"),
-        ("keep_last", at_least(0), "must be >= 0 checkpoints (0 = keep all)"),
-        ("log_every", at_least(1), "must be >= 1 step"),
-        ("sample_every", at_least(0), "must be >= 0 steps (0 = never)"),
-        ("eval_every", at_least(0), "must be >= 0 steps (0 = never)"),
-        ("seed", at_least(0), "the seed must be a whole number >= 0"),
-        ("num_workers", at_least(0), "must be >= 0 DataLoader workers"),
-        ("max_nonfinite", at_least(1), "must be >= 1 step"),
-    ], integers=_TRAIN_INTS)
-    if train.mixed_precision not in CHOICES:
-        raise ConfigValueError("mixed_precision", train.mixed_precision, f"must be one of {', '.join(CHOICES)}")
-    if not isinstance(train.ema_modules, (tuple, list)) or not all(isinstance(m, str) for m in train.ema_modules):
-        raise ConfigValueError("ema_modules", train.ema_modules, 'must be a list of module names, e.g. ["generator"]')
+from ..engine import check_train_config as check_train  # noqa: F401  (the training loop owns its config's checks)
 
 
 def check_optim(optim) -> None:
