@@ -434,42 +434,80 @@ def judge_and_features(batches, judge=None, extractor=None, keep: int = 0):
     (N, D) as numpy, or None without an extractor; the first `keep` images, or None).  The
     judge's figures are shares, so the batch scores are averaged weighted by batch size (exact
     when every image shows the same number of objects, as in every embedded dataset)."""
+    parts, seen = [], 0
+    for images, targets in batches:
+        parts.append(measure_batch(images, targets, judge, extractor, keep=max(0, keep - seen)))
+        seen += len(images)
+    return combine_batches(parts, judge is not None)
+
+
+def measure_batch(images, targets, judge=None, extractor=None, keep: int = 0) -> dict:
+    """One batch of `judge_and_features`: {"n": images, "scores": the judge's dict or None,
+    "features": (B, D) numpy or None, "kept": the first `keep` images (CPU) or None}.  A
+    distributed evaluation measures its batches on every process and `combine_batches` them, in
+    batch order, on the main process: the same figures as one process streaming them all."""
+    from .features import extract_features
+
+    b = len(images)
+    return {"n": b,
+            "scores": {k: float(v) for k, v in judge.score(images, targets).items()} if judge is not None else None,
+            "features": extract_features(extractor, images, batch_size=b) if extractor is not None else None,
+            "kept": images[:keep].cpu() if keep > 0 else None}
+
+
+def combine_batches(parts: list[dict], judged: bool = True):
+    """`measure_batch` results, in batch order, as `judge_and_features` returns them: (the scores
+    averaged weighted by batch size, or None when not `judged`; (N, D) features or None; the kept
+    images or None).  The sums run in batch order, so the figures do not depend on which process
+    measured which batch."""
     import numpy as np
     import torch
 
-    from .features import extract_features
-
     sums: dict[str, float] = {}
     feats, kept, count = [], [], 0
-    for images, targets in batches:
-        b = len(images)
-        if judge is not None:
-            for k, v in judge.score(images, targets).items():
-                sums[k] = sums.get(k, 0.0) + float(v) * b
-        if extractor is not None:
-            feats.append(extract_features(extractor, images, batch_size=b))
-        have = sum(len(x) for x in kept)
-        if have < keep:
-            kept.append(images[: keep - have].cpu())
+    for part in parts:
+        b = part["n"]
+        for k, v in (part["scores"] or {}).items():
+            sums[k] = sums.get(k, 0.0) + v * b
+        if part["features"] is not None:
+            feats.append(part["features"])
+        if part["kept"] is not None and len(part["kept"]):
+            kept.append(part["kept"])
         count += b
-    scores = {k: v / max(count, 1) for k, v in sums.items()} if judge is not None else None
+    scores = {k: v / max(count, 1) for k, v in sums.items()} if judged else None
     return scores, (np.concatenate(feats) if feats else None), (torch.cat(kept) if kept else None)
 
 
 def distribution_metrics(fake, real, *, seed: int = 0, kid_subset: int = 1000, kid_subsets: int = 100,
-                         k: int = 3) -> dict[str, float]:
+                         k: int = 3, real_stats=None) -> dict[str, float]:
     """Frechet distance, KID (mean and std over subsets) and improved precision/recall of the
     `fake` features against the `real` ones (eval/metrics.py); None for each without features.
     When one subset holds both whole sets (N <= kid_subset), every subset is the same and the KID
-    is one MMD: its std would be a meaningless 0, so it is None."""
-    if fake is None or real is None:
-        return {"fd": None, "kid": None, "kid_std": None, "precision": None, "recall": None}
-    from .metrics import frechet_distance, kernel_inception_distance, precision_recall
+    is one MMD: its std would be a meaningless 0, so it is None.
 
+    real_stats: the real set's (mu, sigma) given instead (a statistics file, `read_fid_stats`):
+    the FD is taken against them; KID, precision and recall need real features (`real`), and are
+    None without them."""
+    none = {"fd": None, "kid": None, "kid_std": None, "precision": None, "recall": None}
+    if fake is None or (real is None and real_stats is None):
+        return none
+    from .metrics import (frechet_distance, frechet_distance_from_stats, gaussian_stats, kernel_inception_distance,
+                          precision_recall)
+
+    if real_stats is not None:
+        mu, sigma = real_stats
+        if fake.shape[1] != len(mu):
+            raise ValueError(f"the samples' features are {fake.shape[1]}-d but the real statistics are "
+                             f"{len(mu)}-d: take both in the same feature space")
+        fd = frechet_distance_from_stats(*gaussian_stats(fake), mu, sigma)
+        if real is None:
+            return {**none, "fd": fd}
+    else:
+        fd = frechet_distance(fake, real)
     size = min(kid_subset, len(fake), len(real))
     whole = size == len(fake) == len(real)
     kid, kid_std = kernel_inception_distance(fake, real, subset_size=size, subsets=1 if whole else kid_subsets,
                                              seed=seed)
     precision, recall = precision_recall(real, fake, k=k)
-    return {"fd": frechet_distance(fake, real), "kid": kid, "kid_std": None if whole else kid_std,
+    return {"fd": fd, "kid": kid, "kid_std": None if whole else kid_std,
             "precision": precision, "recall": recall}

@@ -92,6 +92,63 @@ def frechet_distance(feats_a, feats_b, eps: float = 1e-6) -> float:
     return frechet_distance_from_stats(*gaussian_stats(a), *gaussian_stats(b), eps=eps)
 
 
+def read_fid_stats(path, dim: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The real set's Gaussian statistics from an .npz file, read offline: (mu (D,), sigma (D, D),
+    activations (N, D) or None), float64.  The formats of pytorch-fid (`--save-stats`: mu, sigma)
+    and of ADM's reference batches (guided-diffusion's evaluator, e.g.
+    VIRTUAL_imagenet256_labeled.npz: mu, sigma, mu_s, sigma_s, and arr_0 holding the reference
+    *images*).  An arr_0 of shape (N, D) is taken as the real activations (for KID, precision and
+    recall); images in arr_0 are not used.  `dim`: the feature dimension the statistics must have
+    (2048 for Inception pool3).  Raises FileNotFoundError / ValueError naming the file, the keys
+    found and the keys wanted."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no FID statistics file {path}: give an .npz with arrays mu (D,) and sigma (D, D), "
+                                "as pytorch-fid --save-stats or ADM's reference batches write")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an .npz file (a zip of .npy arrays): give the statistics as an .npz with "
+                         "arrays mu (D,) and sigma (D, D), e.g. np.savez(path, mu=mu, sigma=sigma)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            found = sorted(f.files)
+            if "mu" not in found or "sigma" not in found:
+                raise ValueError(f"{path} holds the arrays {found}, but FID statistics need 'mu' (D,) and 'sigma' "
+                                 "(D, D) (the keys pytorch-fid and ADM's evaluator write)")
+            mu, sigma = f["mu"].astype(np.float64), f["sigma"].astype(np.float64)
+            # arr_0 is read only when it holds (N, D) activations, not ADM's (N, H, W, 3) images (GBs)
+            acts = f["arr_0"] if "arr_0" in found and len(_npz_shape(f, "arr_0")) == 2 else None
+    except (OSError, EOFError) as e:   # not a zip / npy
+        raise ValueError(f"{path} is not a numpy .npz file ({e}): give the statistics as an .npz with arrays "
+                         "mu (D,) and sigma (D, D)") from None
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{path} could not be read as an .npz of arrays ({e}): give the statistics as an .npz "
+                         "with arrays mu (D,) and sigma (D, D)") from None
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise ValueError(f"{path}: 'mu' has shape {mu.shape} and 'sigma' {sigma.shape}; wanted mu (D,) and sigma "
+                         "(D, D) of one D (keys found: " + ", ".join(found) + ")")
+    if dim is not None and len(mu) != dim:
+        raise ValueError(f"{path} holds {len(mu)}-d statistics, but the feature extractor gives {dim}-d features "
+                         f"(Inception pool3: 2048): use statistics of the same feature space")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{path}: 'mu' or 'sigma' contains NaN or inf")
+    acts = acts.astype(np.float64) if acts is not None and acts.shape[1] == len(mu) else None
+    return mu, sigma, acts
+
+
+def _npz_shape(npz, key: str) -> tuple[int, ...]:
+    """The shape of one array of an open .npz, from its header (the data is not read)."""
+    with npz.zip.open(f"{key}.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        return read(f)[0]
+
+
 # ----------------------------------------------------------------------------------- KID
 def _polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD^2 of two (m, D) samples under k(x, y) = (x.y / D + 1)^3."""

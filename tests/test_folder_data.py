@@ -51,21 +51,30 @@ def test_corrupt_files_are_skipped_counted_and_named(tmp_path, offline_cache):
     (root / "notes.png").write_text("this is not a PNG")
     (root / "empty.jpg").write_bytes(b"")
 
-    with pytest.warns(UserWarning, match=r"skipped 3 unreadable") as rec:
-        ds = ImageFolderDataset(str(root), "train", image_size=16, cache_dir=offline_cache)
-    msg = str(rec[0].message)
-    assert all(name in msg for name in ("truncated.jpg", "notes.png", "empty.jpg"))
-    assert sorted(os.path.basename(p) for p in ds.skipped) == ["empty.jpg", "notes.png", "truncated.jpg"]
-    assert len(ds.skip_reasons) == 3
-    with pytest.warns(UserWarning):
-        splits = _sizes(str(root), offline_cache)
-    assert sum(len(d) for d in splits.values()) == 6  # every good image, in exactly one split
+    # lazy: nothing is decoded up front (but the first item); a bad file is met, skipped and recorded
+    # when an item needs it, and item i then is the next readable one (i + 1, ... modulo the length)
+    splits = _sizes(str(root), offline_cache)
+    assert sum(len(d) for d in splits.values()) == 9  # every file, in exactly one split
     assert len(splits["train"]) >= 1
-    for i in range(len(ds)):
-        item = ds[i]
-        assert item["image"].shape == (3, 16, 16) and item["image"].dtype == torch.float32
-        assert 0 <= item["image"].min() and item["image"].max() <= 1
-        assert item["label"] == -1 and item["caption"] == ""  # flat folder: no classes
+    skipped = []
+    for ds in splits.values():
+        paths = [ds.item_path(i) for i in range(len(ds))]
+        bad = [os.path.basename(p) in ("truncated.jpg", "notes.png", "empty.jpg") for p in paths]
+        for i in range(len(ds)):
+            item = ds[i]
+            assert item["image"].shape == (3, 16, 16) and item["image"].dtype == torch.float32
+            assert 0 <= item["image"].min() and item["image"].max() <= 1
+            assert item["label"] == -1 and item["caption"] == ""  # flat folder: no classes
+            good = next((i + s) % len(ds) for s in range(len(ds)) if not bad[(i + s) % len(ds)])
+            with Image.open(paths[good]) as img:
+                assert torch.equal(item["image"], square_tensor(img, 16))  # the next readable one
+        if any(bad):
+            with pytest.warns(UserWarning, match=rf"skipped {sum(bad)} unreadable image\(s\) of {len(ds)}") as rec:
+                reported = ds.report_skipped()
+            assert all(os.path.basename(p) in str(rec[0].message) for p, b in zip(paths, bad) if b)
+            assert [r for _, r in reported] == ds.skip_reasons and len(ds.skip_reasons) == sum(bad)
+        skipped += ds.skipped
+    assert sorted(os.path.basename(p) for p in skipped) == ["empty.jpg", "notes.png", "truncated.jpg"]
 
 
 def test_labels_from_class_subfolders(tmp_path, offline_cache):
@@ -184,7 +193,12 @@ def test_hf_bad_bytes_are_skipped(tmp_path):
     cells = list(good["img"]) + [{"bytes": b"not an image", "path": None}]
     ds = datasets.Dataset.from_dict({"img": cells}, features=datasets.Features({"img": datasets.Image()}))
     ds.save_to_disk(str(tmp_path / "bad"))
-    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
-        loaded = HFImageDataset(str(tmp_path / "bad"), "train", 8)
-    assert loaded.skipped == ["row 4"] and loaded.label_column is None
-    assert loaded[0]["label"] == -1
+    loaded = HFImageDataset(str(tmp_path / "bad"), "train", 8)
+    assert loaded.label_column is None and loaded[0]["label"] == -1
+    assert [loaded[i]["image"].shape for i in range(len(loaded))] == [(3, 8, 8)] * len(loaded)
+    if 4 in loaded.indices:  # row 4 fell in train: met, skipped and reported
+        with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+            loaded.report_skipped()
+        assert loaded.skipped == ["row 4"] and "UnidentifiedImageError" in loaded.skip_reasons[0]
+    else:
+        assert loaded.skipped == []

@@ -1,11 +1,23 @@
-"""Image folders and Hugging Face datasets, read through `datasets`.
+"""Image folders and Hugging Face datasets, decoded lazily, one image per `__getitem__`.
 
-    ImageFolderDataset("path/to/folder", split="train", image_size=32)
+    ImageFolderDataset("path/to/folder", split="train", image_size=32, augment="crop_flip")
     HFImageDataset("user/dataset" or "path/saved_with_save_to_disk" or "file.parquet", split="val")
+    HFStreamingDataset("user/dataset", split="train")      # an IterableDataset: nothing downloaded up front
 
-Both give the standard items {"image": float32 (3, S, S) in [0, 1], "label": int (-1 if none),
-"caption": str ("" if none)}: every image is converted to RGB, its shorter side resized to S
-and the centre S x S kept (`tokgen.data.transforms.square_tensor`).
+All give the standard items {"image": float32 (3, S, S) in [0, 1], "label": int (-1 if none),
+"caption": str ("" if none)}: every image is converted by `tokgen.data.transforms.to_pixels`, its
+shorter side resized to S and the centre S x S kept (`augment="none"`, the default).
+
+Start-up.  Nothing is decoded when a dataset is built, so that 1 M files start training in
+seconds.  An image folder is listed with os.scandir (sorted, so the item order is the same on
+every machine and every run): no `datasets` import, no Arrow cache (`datasets`' imagefolder
+builder takes ~10 ms per file, hours for ImageNet).  It follows imagefolder's conventions: class
+sub-folders give labels (when there are at least two and every image sits at the same depth),
+top-level train / validation (val, valid, dev) / test sub-folders give splits, and a
+metadata.csv / metadata.jsonl / metadata.parquet (a `file_name` column plus extra columns) gives
+captions (and then no folder labels).  `datasets` is used for hub datasets, save_to_disk folders
+and single data files, memory-mapped, and imported on first use.  Only the first item is
+decoded at construction, to fail early on a source with no readable image at all.
 
 Splits.  A source split named train / validation (val, valid, dev) / test is used as it is.  A
 split the source lacks is carved out of its train split (or out of its only split) by a hash of
@@ -13,30 +25,50 @@ each item (the file path relative to the folder, or the image bytes), ~5 % for e
 the rest staying in train; so the three never overlap, and adding files moves no other file.
 A tiny source still gets a non-empty train split; asking for an empty split is an error.
 
-Broken files.  Every image of the source split is decoded once up front (PIL open + load, the
-image column read with `datasets.Image(decode=False)` so that a bad file cannot crash the loader,
-and its values mapped to [0, 1] by `tokgen.data.transforms.to_pixels`, which scales 16/32-bit and
-float images by their range and refuses NaN/inf, negative or out-of-range float values);
-unreadable or refused ones are dropped, listed in `.skipped` (with reasons in `.skip_reasons`) and reported
-in one warning.  The check is cached per `datasets` fingerprint for the process, so building the
-val and test splits after train does not decode everything again.
+Broken files, lazily.  `__getitem__(i)` decodes item i (PIL open + load, values mapped to [0, 1]
+by `to_pixels`, which refuses NaN/inf, negative or out-of-range float values).  A file that fails
+is skipped: the item returned is the next readable one, i + 1, i + 2, ... (modulo the length), so
+a batch keeps its size and `ds[i]` is the same for the same i on every run and in every worker.
+The failure is counted and its path and reason recorded (in memory, and in a small file per
+process in a temporary folder, since DataLoader workers are separate processes); a file known
+bad is not decoded again by the same process.  `report_skipped()`, called by the main process at
+the end of training or extraction, gathers every process's records, fills `.skipped` and
+`.skip_reasons` (in item order) and warns once with the count and the first five names.
+
+Augmentation (`augment=`, in `__getitem__`, so in the DataLoader workers):
+    "none"       shorter side to S, centre crop (the default: figures do not change)
+    "flip"       the same, mirrored left-right with probability 1/2 (an exact mirror)
+    "crop"       shorter side to round(S * crop_ratio) (default 1.1, LlamaGen's crop_range), then
+                 an S x S window at a uniformly random position (ADM / LlamaGen's random crop)
+    "crop_flip"  both
+The random draws for item i come from numpy's generator seeded with (seed, epoch, i) alone
+(`set_epoch(epoch)` before each epoch's DataLoader is made), not from torch's global or worker
+RNG: so an item is the same whichever worker decodes it, with any num_workers, and a run resumed
+in the middle of an epoch sees the very crops and flips of the uninterrupted one.  Without
+set_epoch every epoch sees the same crops and flips (epoch 0).
 
 Nothing is downloaded unless you name a hub dataset, and then it is `datasets` that downloads it.
-`datasets` is imported on first use, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
+import json
 import os
+import shutil
+import tempfile
 import warnings
-from typing import Any
+import weakref
+from typing import Any, Iterator
 
+import numpy as np
+import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
-from tokgen.data.transforms import square_tensor, to_pixels
+from tokgen.data.transforms import center_crop, pil_to_tensor, resize_shorter_side, to_pixels
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {  # our split -> names a source may use for it (as `datasets` recognises them)
@@ -47,136 +79,545 @@ SPLIT_ALIASES = {  # our split -> names a source may use for it (as `datasets` r
 CARVED_FRACTION = 0.05  # share of the pool that goes to each split the source lacks
 SAVED_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")  # written by save_to_disk
 DATA_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
-
-_CHECKED: dict[tuple[str, str], tuple[list[int], list[str], list[str]]] = {}  # fingerprint cache
+METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")  # imagefolder's names
+AUGMENTS = ("none", "flip", "crop", "crop_flip")
+DEFAULT_CROP_RATIO = 1.1
+SHOWN_SKIPPED = 5  # names in the warning
+# The file endings `datasets`' imagefolder treats as images (datasets 5.2's list, kept here so
+# that listing a folder does not import `datasets`).
+IMAGE_EXTENSIONS = (
+    '.apng', '.blp', '.bmp', '.bufr', '.bw', '.cur', '.dcx', '.dds', '.dib', '.emf', '.eps', '.fit', '.fits',
+    '.flc', '.fli', '.ftc', '.ftu', '.gbr', '.gif', '.grib', '.icb', '.icns', '.ico', '.iim', '.im', '.j2c',
+    '.j2k', '.jfif', '.jp2', '.jpc', '.jpe', '.jpeg', '.jpf', '.jpg', '.jpx', '.mpeg', '.mpg', '.msp',
+    '.pbm', '.pcd', '.pcx', '.pgm', '.png', '.pnm', '.ppm', '.ps', '.psd', '.pxr', '.ras', '.rgb', '.rgba',
+    '.sgi', '.tga', '.tif', '.tiff', '.vda', '.vst', '.webp', '.wmf', '.xbm', '.xpm',
+)
 
 
 def image_extensions() -> tuple[str, ...]:
-    """File endings `datasets`' imagefolder loader treats as images."""
-    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
-
-    return tuple(sorted(ImageFolder.EXTENSIONS))
+    """File endings read as images (those of `datasets`' imagefolder loader)."""
+    return IMAGE_EXTENSIONS
 
 
-class _ImageTable(Dataset):
-    """Shared core: one split of a `datasets.DatasetDict`, checked, as standard items."""
+# ----------------------------------------------------------------------------- skipped files
 
-    def __init__(self, dsdict, source: str, split: str, image_size: int, image_column, label_column,
-                 caption_column, root: str | None = None):
+class _SkipLog:
+    """Bad items met by this process and by its DataLoader workers.
+
+    Each process appends "k<TAB>name<TAB>reason" lines to its own file in a temporary folder made
+    by the process that built the dataset (workers inherit the folder's path); `gather()` reads
+    them all.  The folder is removed when the building process drops the dataset or exits."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="tokgen-skipped-")
+        self.bad: dict[int, tuple[str, str]] = {}  # source row -> (name, reason), this process
+        weakref.finalize(self, _remove_dir, self.dir, os.getpid())
+
+    def add(self, k: int, name: str, reason: str) -> None:
+        self.bad[k] = (name, reason)
+        line = "\t".join((str(k), name.replace("\t", " ").replace("\n", " "),
+                          reason.replace("\t", " ").replace("\n", " ")))
+        try:
+            with open(os.path.join(self.dir, f"{os.getpid()}.tsv"), "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError:  # the folder is gone (the main process ended): the in-memory record stays
+            pass
+
+    def gather(self) -> dict[int, tuple[str, str]]:
+        found = dict(self.bad)
+        try:
+            names = sorted(os.listdir(self.dir))
+        except OSError:
+            names = []
+        for name in names:
+            try:
+                with open(os.path.join(self.dir, name), encoding="utf-8") as f:
+                    for line in f:
+                        parts = line.rstrip("\n").split("\t", 2)
+                        if len(parts) == 3 and parts[0].isdigit():  # a torn last line is ignored
+                            found.setdefault(int(parts[0]), (parts[1], parts[2]))
+            except OSError:
+                continue
+        return found
+
+    def __getstate__(self):  # to a spawned worker: the folder, not the parent's records
+        return {"dir": self.dir, "bad": {}}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+def _remove_dir(path: str, owner: int) -> None:
+    if os.getpid() == owner:  # never from a forked worker that inherited the finalizer
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _warn_skipped(bad: dict[int, tuple[str, str]], total: int, source: str, split: str, stacklevel: int = 3) -> None:
+    names = [bad[k][0] for k in sorted(bad)]
+    shown = ", ".join(os.path.basename(p) for p in names[:SHOWN_SKIPPED])
+    more = f" and {len(names) - SHOWN_SKIPPED} more" if len(names) > SHOWN_SKIPPED else ""
+    warnings.warn(f"skipped {len(names)} unreadable image(s) of {total} in {source} (split {split!r}): "
+                  f"{shown}{more}; see .skipped and .skip_reasons", stacklevel=stacklevel)
+
+
+# ----------------------------------------------------------------------------- decoding, augmentation
+
+def _check_augment(augment: str, crop_ratio: float, seed: int) -> None:
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    if isinstance(crop_ratio, bool) or not isinstance(crop_ratio, (int, float)) or not crop_ratio >= 1:
+        raise ValueError(f"crop_ratio must be a number >= 1 (the shorter side is resized to "
+                         f"image_size * crop_ratio before the random crop), got {crop_ratio!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+
+
+def _decode(cell: dict) -> Image.Image:
+    """The cell's image, fully decoded and mapped by `to_pixels`; raises on any damage."""
+    with _open_image(cell) as img:
+        img.load()  # decodes every pixel: catches truncated files, not just bad headers
+        if img.width < 1 or img.height < 1:
+            raise ValueError("image has no pixels")
+        return to_pixels(img)  # values with no [0, 1] reading (NaN, negative ints, floats > 1): BadImage
+
+
+def augmented_tensor(img: Image.Image, image_size: int, augment: str = "none", crop_ratio: float = DEFAULT_CROP_RATIO,
+                     rng: np.random.Generator | None = None) -> torch.Tensor:
+    """A `to_pixels` image as float32 (3, S, S), augmented as `augment` says with `rng`'s draws
+    (three uniforms per call, whatever the augmentation: crop x, crop y, flip)."""
+    u = rng.random(3) if rng is not None else np.full(3, 0.5)
+    if augment in ("crop", "crop_flip"):
+        img = resize_shorter_side(img, max(image_size, round(image_size * crop_ratio)))
+        w, h = img.size
+        left, top = int(u[0] * (w - image_size + 1)), int(u[1] * (h - image_size + 1))
+        img = img.crop((left, top, left + image_size, top + image_size))
+    else:
+        img = center_crop(resize_shorter_side(img, image_size), image_size)
+    x = pil_to_tensor(img)
+    if augment in ("flip", "crop_flip") and u[2] < 0.5:
+        x = x.flip(-1)
+    return x
+
+
+def _item_rng(seed: int, epoch: int, i: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, i])
+
+
+# ----------------------------------------------------------------------------- map-style core
+
+class _LazyImages(Dataset):
+    """Shared core: rows of a source split (`_cell(k)`, `_meta(k)`), the ones in `indices` as
+    standard items, decoded on demand, bad ones skipped (see the module docstring)."""
+
+    decodes_files = True  # tokgen.data.default_num_workers: worth DataLoader workers
+
+    def _setup(self, source: str, split: str, image_size: int, augment: str, crop_ratio: float, seed: int) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if not isinstance(image_size, int) or image_size < 1:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        _check_augment(augment, crop_ratio, seed)
         self.source, self.split, self.image_size = source, split, image_size
-        pool_name, carve = _resolve_split(dsdict, split, source)
-        self.source_split = pool_name
-        pool = dsdict[pool_name]
-        self.image_column = _image_column(pool, image_column, source)
-        self.label_column = _label_column(pool, label_column, source)
-        self.caption_column = _caption_column(pool, caption_column, source)
-        self.classes = _class_names(pool, self.label_column)
+        self.augment, self.crop_ratio, self.seed, self.epoch = augment, float(crop_ratio), seed, 0
+        self._skips = _SkipLog()
 
-        import datasets
-
-        self._table = pool.cast_column(self.image_column, datasets.Image(decode=False))
-        good, self.skipped, self.skip_reasons = _check_images(self._table, self.image_column)
-        if self.skipped:
-            shown = ", ".join(os.path.basename(p) for p in self.skipped[:5])
-            more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
-            warnings.warn(
-                f"skipped {len(self.skipped)} unreadable image(s) of {len(self._table)} in {source} "
-                f"(split {pool_name!r}): {shown}{more}; see .skipped and .skip_reasons",
-                stacklevel=3,
-            )
-        if len(self._table) == 0:
-            raise ValueError(f"split {pool_name!r} of {source} has no rows")
-        if not good:
-            raise ValueError(f"no readable images in {source} (split {pool_name!r}): "
-                             f"all {len(self._table)} failed to decode (the warning above names them)")
-        self.indices = _select(self._table, self.image_column, good, split, carve, root)
+    def _finish_setup(self, num_rows: int, keys, carve: tuple[str, ...]) -> None:
+        """`keys()` gives every row's split key (only called when a split is carved)."""
+        pool = self.source_split
+        if num_rows == 0:
+            raise ValueError(f"split {pool!r} of {self.source} has no rows")
+        self.indices = _select(num_rows, keys, self.split, carve)
         if not self.indices:
             raise ValueError(
-                f"split {split!r} of {source} is empty: the source has no {split} split and ~{CARVED_FRACTION:.0%} "
-                f"of its {len(good)} readable images are carved out for it; add images, or provide "
-                f"train/val/test sub-folders (or splits)"
-            )
+                f"split {self.split!r} of {self.source} is empty: the source has no {self.split} split and "
+                f"~{CARVED_FRACTION:.0%} of its {num_rows} images are carved out for it; add images, or provide "
+                f"train/val/test sub-folders (or splits)")
+        self._first_good()
+
+    def _first_good(self) -> None:
+        """Decode items from the first on until one reads: a source with none fails here, not in training."""
+        for j, k in enumerate(self.indices):
+            try:
+                _decode(self._cell(k))
+                return
+            except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+                self._skips.add(k, _cell_name(self._cell(k), k), f"{type(e).__name__}: {e}")
+        self.report_skipped(stacklevel=4)
+        raise ValueError(f"no readable images in {self.source} (split {self.source_split!r}): all {len(self)} "
+                         f"failed to decode (the warning above names them)")
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation draws `__getitem__` makes (call before making its DataLoader)."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
-        row = self._table[self.indices[i]]
-        with _open_image(row[self.image_column]) as img:
-            image = square_tensor(img, self.image_size)
-        label = row[self.label_column] if self.label_column else None
-        caption = row[self.caption_column] if self.caption_column else None
-        return {"image": image, "label": -1 if label is None else int(label), "caption": caption or ""}
+        n = len(self.indices)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} items")
+        i %= n
+        rng = _item_rng(self.seed, self.epoch, i) if self.augment != "none" else None
+        for step in range(n):
+            k = self.indices[(i + step) % n]
+            if k in self._skips.bad:
+                continue
+            cell = self._cell(k)
+            try:
+                img = _decode(cell)
+            except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+                self._skips.add(k, _cell_name(cell, k), f"{type(e).__name__}: {e}")
+                continue
+            image = augmented_tensor(img, self.image_size, self.augment, self.crop_ratio, rng)
+            label, caption = self._meta(k)
+            return {"image": image, "label": -1 if label is None else int(label), "caption": caption or ""}
+        raise RuntimeError(f"no readable images left in {self.source} (split {self.split!r}): every one of "
+                           f"the {n} failed to decode; call report_skipped() to see why")
+
+    def report_skipped(self, warn: bool = True, stacklevel: int = 2) -> list[tuple[str, str]]:
+        """Every bad file met so far by this process and its DataLoader workers, as (name, reason)
+        in item order; also set as `.skipped` / `.skip_reasons`.  Warns once per call when any."""
+        bad = self._skips.gather()
+        self._skips.bad.update(bad)  # known bad here too: not decoded again by this process
+        if bad and warn:
+            _warn_skipped(bad, len(self), self.source, self.source_split, stacklevel=stacklevel + 1)
+        return [bad[k] for k in sorted(bad)]
+
+    @property
+    def skipped(self) -> list[str]:
+        """Names of the bad files met so far by this process and its workers, in item order."""
+        bad = self._skips.gather()
+        return [bad[k][0] for k in sorted(bad)]
+
+    @property
+    def skip_reasons(self) -> list[str]:
+        """Why each of `.skipped` failed ("ExceptionType: message")."""
+        bad = self._skips.gather()
+        return [bad[k][1] for k in sorted(bad)]
 
     def item_path(self, i: int) -> str:
         """Where item i comes from: its file path, or "row k" of the source split for in-memory images."""
         k = self.indices[i]
-        return _cell_name(self._table[k][self.image_column], k)
+        return _cell_name(self._cell(k), k)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.source!r}, split={self.split!r}, image_size={self.image_size}, "
-                f"n={len(self)}, skipped={len(self.skipped)})")
+                f"n={len(self)}, augment={self.augment!r})")
+
+    def _cell(self, k: int) -> dict:  # {"bytes": ..., "path": ...}
+        raise NotImplementedError
+
+    def _meta(self, k: int) -> tuple[int | None, str | None]:  # (label, caption)
+        raise NotImplementedError
 
 
-class ImageFolderDataset(_ImageTable):
+class ImageFolderDataset(_LazyImages):
     """A local folder of images, optionally one sub-folder per class (-> labels) and
-    train/val/test (or validation) sub-folders (-> splits), loaded with `datasets`' imagefolder.
+    train/val/test (or validation) sub-folders (-> splits), listed with os.scandir.
 
-    `caption_column` may name a column of a metadata.csv/metadata.jsonl in the folder (the
-    imagefolder convention: a `file_name` column plus extra columns).  `cache_dir` is where
-    `datasets` keeps its Arrow cache (default: HF_DATASETS_CACHE).
+    `caption_column` may name a column of a metadata.csv/metadata.jsonl/metadata.parquet in the
+    folder (the imagefolder convention: a `file_name` column plus extra columns).  `cache_dir`
+    is accepted for compatibility and unused (nothing is cached).  `augment`, `crop_ratio`,
+    `seed`: see the module docstring.
     """
 
     def __init__(self, path: str, split: str = "train", image_size: int = 32, caption_column: str | None = None,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None, augment: str = "none", crop_ratio: float = DEFAULT_CROP_RATIO,
+                 seed: int = 0):
         path = os.fspath(path)
-        _check_image_folder(path)
-        import datasets
+        self._setup(path, split, image_size, augment, crop_ratio, seed)
+        root = os.path.abspath(path)
+        listing = list_image_folder(root)
+        self.source_split, carve = _resolve_split(list(listing.splits), split, path)
+        self.root = root
+        self._files = listing.splits[self.source_split]
+        self.classes = listing.classes
+        self._labels = None
+        if listing.classes:
+            index = {c: n for n, c in enumerate(listing.classes)}
+            self._labels = [index[os.path.basename(os.path.dirname(f))] for f in self._files]
+        self.caption_column = caption_column
+        self._captions = None
+        if caption_column is not None:
+            columns = ["image"] + (["label"] if listing.classes else []) + listing.metadata_columns
+            if caption_column not in listing.metadata_columns:
+                raise ValueError(f"caption_column {caption_column!r} not in {path}: available columns are {columns}")
+            meta = listing.metadata
+            values = [meta.get(f, {}).get(caption_column) for f in self._files]
+            wrong = next((v for v in values if v is not None and not isinstance(v, str)), None)
+            if wrong is not None:
+                raise ValueError(f"caption_column {caption_column!r} of {path} has {type(wrong).__name__} values "
+                                 f"(e.g. {wrong!r}), expected strings")
+            self._captions = values
+        self.image_column, self.label_column = "image", ("label" if listing.classes else None)
+        self._finish_setup(len(self._files), lambda: self._files, carve)
 
-        dsdict = datasets.load_dataset("imagefolder", data_dir=path, cache_dir=cache_dir)
-        super().__init__(dsdict, path, split, image_size, image_column="image", label_column=None,
-                         caption_column=caption_column, root=os.path.abspath(path))
+    def _cell(self, k: int) -> dict:
+        return {"bytes": None, "path": os.path.join(self.root, self._files[k])}
+
+    def _meta(self, k: int) -> tuple[int | None, str | None]:
+        return (self._labels[k] if self._labels is not None else None,
+                self._captions[k] if self._captions is not None else None)
 
 
-class HFImageDataset(_ImageTable):
+class FolderListing:
+    """What `list_image_folder` found: image paths (relative to the root, "/"-separated, sorted)
+    per source split, the class names (None: no labels), and the metadata rows by file."""
+
+    def __init__(self, splits: dict[str, list[str]], classes: list[str] | None, metadata: dict[str, dict],
+                 metadata_columns: list[str]):
+        self.splits, self.classes, self.metadata, self.metadata_columns = splits, classes, metadata, metadata_columns
+
+
+def list_image_folder(root: str) -> FolderListing:
+    """List an image folder the way `datasets`' imagefolder reads it (see the module docstring),
+    with os.scandir: about a second per 100,000 files on a local disk."""
+    exts = IMAGE_EXTENSIONS
+    expected = (f"expected {'/'.join(e for e in exts if e in ('.png', '.jpg', '.jpeg', '.webp', '.bmp'))}/... "
+                f"files, optionally in one sub-folder per class (and train/val/test sub-folders)")
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"image folder {root} does not exist: {expected}")
+    if not os.path.isdir(root):
+        raise ValueError(f"{root} is not a folder: {expected}; for a single data file use HFImageDataset")
+    images: list[str] = []
+    metadata_files: list[str] = []
+    _scan(root, "", set(exts), images, metadata_files, {os.path.realpath(root)})
+    if not images:
+        raise ValueError(f"no images found in {root}: {expected}")
+    images.sort()
+    split_dirs = {}
+    for ours, aliases in SPLIT_ALIASES.items():
+        for top in sorted({f.split("/", 1)[0] for f in images if "/" in f}):
+            if top.lower() in aliases and ours not in split_dirs.values():
+                split_dirs[top] = ours
+    if split_dirs:
+        splits = {d: [f for f in images if f.split("/", 1)[0] == d] for d in split_dirs}
+    else:
+        splits = {"train": images}
+    used = [f for files in splits.values() for f in files]
+    metadata, columns = _read_metadata(root, sorted(metadata_files))
+    classes = None
+    if not metadata_files:  # imagefolder: labels only without metadata, from >= 2 folders at one depth
+        labels = {os.path.basename(os.path.dirname(f)) for f in used}
+        depths = {f.count("/") for f in used}
+        if len(labels) > 1 and len(depths) == 1:
+            classes = sorted(labels)
+    return FolderListing(splits, classes, metadata, columns)
+
+
+def _scan(folder: str, rel: str, exts: set[str], images: list[str], metadata: list[str], seen: set[str]) -> None:
+    with os.scandir(folder) as it:
+        entries = list(it)
+    for e in entries:
+        name = rel + e.name
+        if e.name.startswith("."):
+            continue
+        if e.is_dir():  # follows symlinks, like `datasets`; a loop is entered once
+            real = os.path.realpath(e.path) if e.is_symlink() else e.path
+            if e.is_symlink() and real in seen:
+                continue
+            seen.add(real)
+            _scan(e.path, name + "/", exts, images, metadata, seen)
+        elif e.name in METADATA_FILES:
+            metadata.append(name)
+        elif os.path.splitext(e.name)[1].lower() in exts:
+            images.append(name)
+
+
+def _read_metadata(root: str, files: list[str]) -> tuple[dict[str, dict], list[str]]:
+    """{image path relative to root: row} and the column names, from imagefolder metadata files
+    (their `file_name` is relative to the metadata file's own folder)."""
+    rows: dict[str, dict] = {}
+    columns: list[str] = []
+    for rel in files:
+        path = os.path.join(root, rel)
+        base = os.path.dirname(rel)
+        if rel.endswith(".csv"):
+            with open(path, newline="", encoding="utf-8") as f:
+                records = list(csv.DictReader(f))
+        elif rel.endswith(".jsonl"):
+            with open(path, encoding="utf-8") as f:
+                records = [json.loads(line) for line in f if line.strip()]
+        else:
+            import pyarrow.parquet as pq
+
+            records = pq.read_table(path).to_pylist()
+        for r in records:
+            if "file_name" not in r:
+                raise ValueError(f"{path}: every row needs a file_name column (the imagefolder convention)")
+            name = os.path.normpath(os.path.join(base, str(r["file_name"]))).replace(os.sep, "/")
+            rows[name] = {c: v for c, v in r.items() if c != "file_name"}
+            columns += [c for c in r if c != "file_name" and c not in columns]
+    return rows, columns
+
+
+class HFImageDataset(_LazyImages):
     """Any `datasets` source with an image column: a hub name ("user/name", downloaded by
     `datasets`), a local dataset folder, a folder written by `save_to_disk`, or a single
-    .parquet/.csv/.json/.arrow file.
+    .parquet/.csv/.json/.arrow file.  For streaming (nothing downloaded up front) use
+    `HFStreamingDataset` (build_dataset("hf:NAME", streaming=True)).
 
     image_column: None -> the one column of `datasets.Image` type.
     label_column: None -> the one `ClassLabel` column if there is exactly one, else no labels (-1).
     caption_column: None -> no captions ("").
+    augment, crop_ratio, seed: see the module docstring.
     load_kwargs go to `datasets.load_dataset` (e.g. name=, revision=, data_files=).
     """
 
     def __init__(self, name_or_path: str, split: str = "train", image_size: int = 32,
                  image_column: str | None = None, label_column: str | None = None,
-                 caption_column: str | None = None, cache_dir: str | None = None, **load_kwargs: Any):
+                 caption_column: str | None = None, cache_dir: str | None = None, augment: str = "none",
+                 crop_ratio: float = DEFAULT_CROP_RATIO, seed: int = 0, **load_kwargs: Any):
         name_or_path = os.fspath(name_or_path)
         if "split" in load_kwargs or "streaming" in load_kwargs:
-            raise ValueError("pass split= as HFImageDataset's own argument ('train'/'val'/'test'); "
-                             "streaming is not supported")
+            raise ValueError("pass split= as HFImageDataset's own argument ('train'/'val'/'test'); for streaming "
+                             "use HFStreamingDataset, or build_dataset('hf:NAME', streaming=True)")
+        self._setup(name_or_path, split, image_size, augment, crop_ratio, seed)
         dsdict = _load_any(name_or_path, cache_dir, load_kwargs)
-        super().__init__(dsdict, name_or_path, split, image_size, image_column, label_column, caption_column)
+        self.source_split, carve = _resolve_split(list(dsdict.keys()), split, name_or_path)
+        pool = dsdict[self.source_split]
+        self.image_column = _image_column(pool.features, image_column, name_or_path)
+        self.label_column = _label_column(pool.features, label_column, name_or_path)
+        self.caption_column = _caption_column(pool.features, caption_column, name_or_path)
+        self.classes = _class_names(pool.features, self.label_column)
+
+        import datasets
+
+        self._table = pool.cast_column(self.image_column, datasets.Image(decode=False))
+        self._finish_setup(len(self._table), lambda: _table_keys(self._table, self.image_column), carve)
+
+    def _cell(self, k: int) -> dict:
+        return self._table[k][self.image_column]
+
+    def _meta(self, k: int) -> tuple[int | None, str | None]:
+        row = self._table[k]
+        return (row[self.label_column] if self.label_column else None,
+                row[self.caption_column] if self.caption_column else None)
 
 
-def _check_image_folder(path: str) -> None:
-    exts = image_extensions()
-    expected = (f"expected {'/'.join(e for e in exts if e in ('.png', '.jpg', '.jpeg', '.webp', '.bmp'))}/... "
-                f"files, optionally in one sub-folder per class (and train/val/test sub-folders)")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"image folder {path} does not exist: {expected}")
-    if not os.path.isdir(path):
-        raise ValueError(f"{path} is not a folder: {expected}; for a single data file use HFImageDataset")
-    for _, _, files in os.walk(path):
-        if any(os.path.splitext(f)[1].lower() in exts for f in files):
-            return
-    raise ValueError(f"no images found in {path}: {expected}")
+def _table_keys(table, column: str) -> list[str | bytes]:
+    """Every row's split key, read in Arrow batches (not row by row)."""
+    keys: list[str | bytes] = []
+    for batch in table.select_columns([column]).with_format("arrow").iter(batch_size=4096):
+        keys += [_split_key(cell, None) for cell in batch.column(column).to_pylist()]
+    return keys
 
+
+# ----------------------------------------------------------------------------- streaming
+
+class HFStreamingDataset(IterableDataset):
+    """A Hugging Face dataset streamed (`datasets.load_dataset(..., streaming=True)`): nothing is
+    downloaded up front, items come as the shards are read.  Same items, splits (carved by the
+    same hash of the image bytes or path, filtered as they stream), columns, augmentation and bad-
+    file handling (skipped, counted, `report_skipped()`) as `HFImageDataset`.
+
+    It has no length and no `ds[i]`: iterate it (`for item in ds`, or `DataLoader(ds,
+    batch_size=...)`, whose workers each read their share of the source's shards).  The trainer
+    and extract-tokens read map-style datasets (len and ds[i]): `len()` raises a TypeError that
+    says so.  The augmentation draws of the n-th item of this process's stream are seeded by
+    (seed, epoch, n, worker).
+    """
+
+    decodes_files = True
+
+    def __init__(self, name_or_path: str, split: str = "train", image_size: int = 32,
+                 image_column: str | None = None, label_column: str | None = None,
+                 caption_column: str | None = None, cache_dir: str | None = None, augment: str = "none",
+                 crop_ratio: float = DEFAULT_CROP_RATIO, seed: int = 0, **load_kwargs: Any):
+        import datasets
+
+        name_or_path = os.fspath(name_or_path)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        if "split" in load_kwargs:
+            raise ValueError("pass split= as HFStreamingDataset's own argument ('train'/'val'/'test')")
+        load_kwargs.pop("streaming", None)
+        _check_augment(augment, crop_ratio, seed)
+        self.source, self.split, self.image_size = name_or_path, split, image_size
+        self.augment, self.crop_ratio, self.seed, self.epoch = augment, float(crop_ratio), seed, 0
+        ext = os.path.splitext(name_or_path)[1].lower()
+        if os.path.isfile(name_or_path) and ext in DATA_FILE_BUILDERS:
+            loaded = datasets.load_dataset(DATA_FILE_BUILDERS[ext], data_files=name_or_path, cache_dir=cache_dir,
+                                           streaming=True, **load_kwargs)
+        else:
+            loaded = datasets.load_dataset(name_or_path, cache_dir=cache_dir, streaming=True, **load_kwargs)
+        if isinstance(loaded, datasets.IterableDataset):
+            loaded = datasets.IterableDatasetDict({"train": loaded})
+        self.source_split, self._carve = _resolve_split(list(loaded.keys()), split, name_or_path)
+        pool = loaded[self.source_split]
+        features = pool.features
+        if features is None:
+            raise ValueError(f"{name_or_path} does not declare its columns' types when streamed; "
+                             f"load it without streaming (HFImageDataset)")
+        self.image_column = _image_column(features, image_column, name_or_path)
+        self.label_column = _label_column(features, label_column, name_or_path)
+        self.caption_column = _caption_column(features, caption_column, name_or_path)
+        self.classes = _class_names(features, self.label_column)
+        self._stream = pool.cast_column(self.image_column, datasets.Image(decode=False))
+        self._skips = _SkipLog()
+        self._seen = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self._stream, "set_epoch"):
+            self._stream.set_epoch(int(epoch))
+
+    def __len__(self) -> int:
+        raise TypeError(f"{type(self).__name__}({self.source!r}) streams: it has no length and no ds[i]. The trainer "
+                        f"(train-tokenizer, train-generator, compare) and extract-tokens read map-style datasets; "
+                        f"load it without streaming (build_dataset('hf:NAME') downloads it once, memory-mapped), or "
+                        f"iterate it yourself (for item in ds, or DataLoader(ds, batch_size=...))")
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        n = 0
+        bounds = _carve_bounds(self._carve)
+        for k, row in enumerate(self._stream):
+            cell = row[self.image_column]
+            if bounds and _owner(_unit_hash(_split_key(cell, None)), bounds) != self.split:
+                continue
+            try:
+                img = _decode(cell)
+            except Exception as e:  # PIL raises many types
+                self._skips.add(self._skips_key(worker, k), _cell_name(cell, k), f"{type(e).__name__}: {e}")
+                continue
+            rng = np.random.default_rng([self.seed, self.epoch, n, worker]) if self.augment != "none" else None
+            n += 1
+            label = row[self.label_column] if self.label_column else None
+            caption = row[self.caption_column] if self.caption_column else None
+            yield {"image": augmented_tensor(img, self.image_size, self.augment, self.crop_ratio, rng),
+                   "label": -1 if label is None else int(label), "caption": caption or ""}
+
+    @staticmethod
+    def _skips_key(worker: int, k: int) -> int:
+        return k * 1024 + worker  # row k of worker's share: unique per (worker, row)
+
+    def report_skipped(self, warn: bool = True, stacklevel: int = 2) -> list[tuple[str, str]]:
+        """As `ImageFolderDataset.report_skipped` (the total is the number of files read, unknown: '?')."""
+        bad = self._skips.gather()
+        if bad and warn:
+            _warn_skipped(bad, "?", self.source, self.source_split, stacklevel=stacklevel + 1)
+        return [bad[k] for k in sorted(bad)]
+
+    @property
+    def skipped(self) -> list[str]:
+        bad = self._skips.gather()
+        return [bad[k][0] for k in sorted(bad)]
+
+    @property
+    def skip_reasons(self) -> list[str]:
+        bad = self._skips.gather()
+        return [bad[k][1] for k in sorted(bad)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r}, split={self.split!r}, image_size={self.image_size}, streaming)"
+
+
+# ----------------------------------------------------------------------------- helpers
 
 def _load_any(name_or_path: str, cache_dir: str | None, load_kwargs: dict):
     import datasets
@@ -201,14 +642,15 @@ def _load_any(name_or_path: str, cache_dir: str | None, load_kwargs: dict):
     return loaded
 
 
-def _resolve_split(dsdict, split: str, source: str) -> tuple[str, tuple[str, ...]]:
+def _resolve_split(names: list[str], split: str, source: str) -> tuple[str, tuple[str, ...]]:
     """(source split to read, our splits that must be carved out of it by hashing).
 
     A split the source has is read whole; train is the source's train split minus whatever val
     or test must be carved from it; a source with a single split (whatever its name) is the pool
     for all three.
     """
-    names = list(dsdict.keys())
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     found = {ours: next((n for n in names if n.lower() in aliases), None) for ours, aliases in SPLIT_ALIASES.items()}
     if len(names) == 1:
         return names[0], ("val", "test")
@@ -221,10 +663,9 @@ def _resolve_split(dsdict, split: str, source: str) -> tuple[str, tuple[str, ...
     return found["train"], missing
 
 
-def _image_column(table, column: str | None, source: str) -> str:
+def _image_column(feats, column: str | None, source: str) -> str:
     import datasets
 
-    feats = table.features
     if column is None:
         cols = [c for c, f in feats.items() if isinstance(f, datasets.Image)]
         if len(cols) == 1:
@@ -239,10 +680,9 @@ def _image_column(table, column: str | None, source: str) -> str:
     return column
 
 
-def _label_column(table, column: str | None, source: str) -> str | None:
+def _label_column(feats, column: str | None, source: str) -> str | None:
     import datasets
 
-    feats = table.features
     if column is None:
         cols = [c for c, f in feats.items() if isinstance(f, datasets.ClassLabel)]
         return cols[0] if len(cols) == 1 else None
@@ -255,12 +695,11 @@ def _label_column(table, column: str | None, source: str) -> str | None:
     return column
 
 
-def _caption_column(table, column: str | None, source: str) -> str | None:
+def _caption_column(feats, column: str | None, source: str) -> str | None:
     import datasets
 
     if column is None:
         return None
-    feats = table.features
     if column not in feats:
         raise ValueError(f"caption_column {column!r} not in {source}: available columns are {list(feats)}")
     f = feats[column]
@@ -269,10 +708,10 @@ def _caption_column(table, column: str | None, source: str) -> str | None:
     return column
 
 
-def _class_names(table, label_column: str | None) -> list[str] | None:
+def _class_names(feats, label_column: str | None) -> list[str] | None:
     import datasets
 
-    f = table.features[label_column] if label_column else None
+    f = feats[label_column] if label_column else None
     return list(f.names) if isinstance(f, datasets.ClassLabel) else None
 
 
@@ -288,53 +727,37 @@ def _cell_name(cell: dict | None, i: int) -> str:
     return (cell or {}).get("path") or f"row {i}"
 
 
-def _check_images(table, column: str) -> tuple[list[int], list[str], list[str]]:
-    """(indices of decodable images, names of the others, why each failed); cached."""
-    key = (table._fingerprint, column)
-    if key not in _CHECKED:
-        good, bad, reasons = [], [], []
-        for i, cell in enumerate(table.select_columns([column])):
-            cell = cell[column]
-            try:
-                with _open_image(cell) as img:
-                    img.load()  # decodes every pixel: catches truncated files, not just bad headers
-                    if img.width < 1 or img.height < 1:
-                        raise ValueError("image has no pixels")
-                    to_pixels(img)  # values with no [0, 1] reading (NaN, negative ints, floats > 1): BadImage
-                good.append(i)
-            except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-                bad.append(_cell_name(cell, i))
-                reasons.append(f"{type(e).__name__}: {e}")
-        _CHECKED[key] = (good, bad, reasons)
-    return _CHECKED[key]
-
-
 def _unit_hash(key: str | bytes) -> float:
     data = key.encode() if isinstance(key, str) else key
     return int(hashlib.sha1(b"tokgen-split:" + data).hexdigest()[:15], 16) / 16**15
 
 
-def _split_key(cell: dict, root: str | None) -> str | bytes:
+def _split_key(cell: dict | None, root: str | None) -> str | bytes:
+    cell = cell or {}
     path = cell.get("path")
     if root and path and os.path.isabs(path):
         return os.path.relpath(path, root).replace(os.sep, "/")
     return hashlib.sha1(cell["bytes"]).hexdigest() if cell.get("bytes") else (path or "")
 
 
-def _select(table, column: str, good: list[int], split: str, carve: tuple[str, ...], root: str | None) -> list[int]:
-    """Indices of `table` (readable ones only) that belong to `split`; `carve` lists the splits
-    that each take the top CARVED_FRACTION slice of the hash range, train keeps the rest."""
-    if not carve:
-        return list(good)
-    cells = table.select_columns([column])
-    h = {i: _unit_hash(_split_key(cells[i][column], root)) for i in good}
+def _carve_bounds(carve: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """Each carved split's slice of the hash range: the top CARVED_FRACTION's, one after another."""
     n = len(carve)
-    bounds = {s: (1 - (n - k) * CARVED_FRACTION, 1 - (n - k - 1) * CARVED_FRACTION) for k, s in enumerate(carve)}
+    return {s: (1 - (n - k) * CARVED_FRACTION, 1 - (n - k - 1) * CARVED_FRACTION) for k, s in enumerate(carve)}
 
-    def owner(i: int) -> str:
-        return next((s for s, (lo, hi) in bounds.items() if lo <= h[i] < hi), "train")
 
-    owners = {i: owner(i) for i in good}
-    if "train" not in owners.values():  # tiny source: keep train non-empty, deterministically
-        owners[min(good, key=h.__getitem__)] = "train"
-    return [i for i in good if owners[i] == split]
+def _owner(h: float, bounds: dict[str, tuple[float, float]]) -> str:
+    return next((s for s, (lo, hi) in bounds.items() if lo <= h < hi), "train")
+
+
+def _select(num_rows: int, keys, split: str, carve: tuple[str, ...]) -> list[int]:
+    """Rows (0..num_rows-1) that belong to `split`; `carve` lists the splits that each take their
+    CARVED_FRACTION slice of the hash range of the rows' keys (`keys()`), train keeps the rest."""
+    if not carve:
+        return list(range(num_rows))
+    h = [_unit_hash(key) for key in keys()]
+    bounds = _carve_bounds(carve)
+    owners = [_owner(x, bounds) for x in h]
+    if "train" not in owners:  # tiny source: keep train non-empty, deterministically
+        owners[min(range(num_rows), key=h.__getitem__)] = "train"
+    return [i for i in range(num_rows) if owners[i] == split]

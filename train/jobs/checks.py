@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tokgen.errors import ConfigValueError, UsageError, at_least, check_device, check_ranges, finite, in_range, positive
+from tokgen.errors import ConfigValueError, UsageError, at_least, check_device, check_ranges, in_range, positive
 
 from ..engine import check_train_config as check_train  # noqa: F401  (the training loop owns its config's checks)
 
