@@ -168,4 +168,4 @@ def _check_dataset_options(dataset: str, options: dict) -> None:
 
 
 __all__ = ["check_compare", "check_extract", "check_folder", "check_generator_run", "check_multiscale",
-           "check_optim", "check_sampling", "check_schedule", "check_tokenizer_run", "check_train", "finite"]
+           "check_optim", "check_sampling", "check_schedule", "check_tokenizer_run", "check_train"]
