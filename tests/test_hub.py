@@ -17,7 +17,7 @@ import torch
 import yaml
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
-from tokgen.generators import build_generator, load_generator
+from tokgen.generators import FAMILIES, build_generator, load_generator
 from tokgen.hub import CARD_NAME, is_hub_id
 from tokgen.tokenizers_vq import PRESETS, TokenizerConfig, VQTokenizer
 
@@ -142,7 +142,7 @@ def test_folders_without_a_card_still_load(tmp_path):
     assert type(load_generator(tmp_path / "gen")) is type(gen)
 
 
-@pytest.mark.parametrize("family", ["ar", "maskgit", "var", "d3pm"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_generator_card_names_family_condition_size_and_spec(family, tmp_path):
     gen = tiny_generator(family)
     gen.save_pretrained(tmp_path / "gen", training={"steps": 300})

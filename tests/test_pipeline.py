@@ -4,6 +4,7 @@ and verifies its tokenizer; `tokgen sample --image/--mask/--outpaint` end to end
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -18,6 +19,13 @@ from tokgen.tokenizers_vq import VQTokenizer, get_preset
 from tokgen.train.cli import main as tokgen_cli
 
 CAPTIONS = ["a large red circle at the top left", "a small blue square in the center"]
+ANY_MASK_FAMILIES = [f for f, cls in sorted(FAMILIES.items()) if cls.known_support == "any"]
+
+
+def _listed(names: list[str]) -> str:
+    """'a', 'b' or 'c', as the pipeline's messages list families."""
+    quoted = [repr(n) for n in names]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +58,18 @@ def pipeline(tokenizer, family: str, condition: str) -> tokgen.Pipeline:
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_captions_in_images_out_seeded_for_every_family(tokenizer, family):
     pipe = pipeline(tokenizer, family, "text")
-    images = pipe(CAPTIONS, num_per_prompt=2, seed=1, batch_size=3, steps=None if family in ("ar", "var") else 2)
+    images = pipe(CAPTIONS, num_per_prompt=2, seed=1, batch_size=3, steps=None if FAMILIES[family].fixed_steps else 2)
     assert len(images) == 4 and all(im.size == (32, 32) and im.mode == "RGB" for im in images)
     batch = pipe(CAPTIONS, num_per_prompt=2, seed=1, output_type="pt", batch_size=3,
-                 steps=None if family in ("ar", "var") else 2)
+                 steps=None if FAMILIES[family].fixed_steps else 2)
     assert batch.shape == (4, 3, 32, 32) and 0 <= batch.min() and batch.max() <= 1
     # the same seed (and batch size) gives the same images; the PIL images are those pixels
     again = pipe(CAPTIONS, num_per_prompt=2, seed=1, output_type="pt", batch_size=3,
-                 steps=None if family in ("ar", "var") else 2)
+                 steps=None if FAMILIES[family].fixed_steps else 2)
     assert torch.equal(batch, again)
     pixels = torch.from_numpy(np.asarray(images[0])).permute(2, 0, 1).float() / 255         # (3, 32, 32)
     assert torch.allclose(pixels, batch[0], atol=1 / 255 + 1e-6)
-    assert len(pipe("a red circle", steps=None if family in ("ar", "var") else 2)) == 1   # one caption
+    assert len(pipe("a red circle", steps=None if FAMILIES[family].fixed_steps else 2)) == 1   # one caption
 
 
 def test_labels_unconditional_and_the_mistakes_a_user_makes(tokenizer):
@@ -126,10 +134,10 @@ def patches(mask: torch.Tensor, side: int) -> torch.Tensor:
     return mask.reshape(side, f, side, f).any(dim=3).any(dim=1)
 
 
-@pytest.mark.parametrize("family", ["maskgit", "var", "d3pm"])
+@pytest.mark.parametrize("family", ANY_MASK_FAMILIES)
 def test_inpaint_redraws_the_masked_tokens_and_keeps_every_other_exactly(tokenizer, family):
     pipe = pipeline(tokenizer, family, "class")
-    steps = None if family == "var" else 2
+    steps = None if FAMILIES[family].fixed_steps else 2
     image, mask = picture(), box()
     out = pipe.inpaint(image, mask, labels=[3, 7], num_per_prompt=2, steps=steps, seed=0, output_type="tokens")
     encoded = tokenizer.encode(image[None])
@@ -201,7 +209,7 @@ def test_ar_inpaints_after_a_raster_position_and_refuses_other_masks(tokenizer, 
     right = torch.zeros(32, 32, dtype=torch.bool)
     right[:, 16:] = True
     with pytest.raises(ValueError, match=r"raster order, so it can only redraw everything after one raster "
-                                         r"position.* outpaint\(side='bottom'\).* 'd3pm', 'maskgit' or 'var'"):
+                                         r"position.* outpaint\(side='bottom'\).* " + re.escape(_listed(ANY_MASK_FAMILIES))):
         pipe.inpaint(image, right, labels=1)
     with pytest.raises(ValueError, match="can only outpaint side='bottom'"):
         pipe.outpaint(image, "right", labels=1)

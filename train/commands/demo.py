@@ -44,6 +44,8 @@ HELP = "run the main job on the embedded data: tokenizer, tokens, four generator
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tokgen.generators import FAMILIES
+
     from ..precision import CHOICES, SAMPLING_CHOICES
 
     p = argparse.ArgumentParser(prog="tokgen demo", description=HELP,
@@ -79,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-items", type=int, default=256,
                    help="val and test items encoded (at least --n and --nll-n)")
     c = p.add_argument_group("the comparison (tokgen compare)")
-    c.add_argument("--families", nargs="+", default=["ar", "maskgit", "var", "d3pm"], metavar="FAMILY")
+    c.add_argument("--families", nargs="+", default=sorted(FAMILIES), metavar="FAMILY",
+                   help="generator families to compare (default: every registered one)")
     c.add_argument("--steps-per-family", type=int, default=1_000,
                    help="optimizer steps of each family at --batch-size (so the same training images for every family)")
     c.add_argument("--minutes-per-family", type=float, default=0.0,

@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the generator's sampling forwards in float32 or under bfloat16 autocast (auto: bf16 "
                         "where the device runs it fast; decoding stays float32)")
     p.add_argument("--out", default="samples.png", help="the PNG grid to write")
-    edit = p.add_argument_group("inpainting / outpainting (families maskgit, var, d3pm; ar: the bottom only)")
+    from tokgen.generators import FAMILIES
+
+    any_mask = ", ".join(f for f, cls in sorted(FAMILIES.items()) if cls.known_support == "any")
+    prefix_only = ", ".join(f for f, cls in sorted(FAMILIES.items()) if cls.known_support == "raster-prefix")
+    edit = p.add_argument_group(f"inpainting / outpainting (families {any_mask}"
+                                + (f"; {prefix_only}: the bottom only)" if prefix_only else ")"))
     edit.add_argument("--image", metavar="PATH", help="an image at the tokenizer's size to edit (with --mask or "
                                                       "--outpaint); its tokens outside the redrawn region are kept")
     edit.add_argument("--mask", metavar="PATH", help="a mask image of the same size: white = redraw, black = keep")
