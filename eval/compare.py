@@ -366,22 +366,60 @@ def _notes(results: dict) -> list[str]:
     return [
         f"- **Judged columns**: the {judge} reads each sample against its condition (the first {n} "
         "validation items' captions or labels); per-attribute accuracies beside the headline figure.",
-        f"- **FD, KID, precision, recall**: the samples against {n} real test images, in the judge's feature "
-        f"space ({s.get('feature_space', 'judge features')}); KID is the mean over subsets (std in results.json).",
-        "- **NFE / image**: transformer evaluations per image, counted during sampling: AR one per token (KV "
-        "cache), MaskGIT and D3PM one per step, VAR one per scale. With classifier-free guidance the conditional "
+        f"- **FD, KID, precision, recall**: the samples against {s.get('reference') or f'{n} real test images'}, "
+        f"in {s.get('feature_space', 'the judge' + chr(39) + 's features')}; KID is the mean over subsets (std in "
+        "results.json)" + ("; without the real images' features (a statistics file) KID, precision and recall are "
+                           "n/a." if s.get("fid_stats") else "."),
+        "- **NFE / image**: transformer evaluations per image, counted during sampling: "
+        + _nfe_text(s.get("family_facts")) + ". With classifier-free guidance the conditional "
         "and null rows run as one doubled batch and count as **2** evaluations per step. A caption encoder's "
         "single pass is not counted.",
         "- **s / image**: wall seconds of token sampling per image (after one warm-up batch), without the "
-        "tokenizer's decoder, which is the same for every family.",
-        f"- **NLL bits / token** on {nll_n} held-out test items with their conditions: exact for AR and VAR; for "
-        "D3PM the variational bound (≤, an upper bound on its NLL); MaskGIT defines no likelihood (n/a).",
+        "tokenizer's decoder, which is the same for every family"
+        + (f"; the samples split over {s['processes']} processes, it is the wall time of their draw (the slowest "
+           "process's) over all the samples." if (s.get("processes") or 1) > 1 else "."),
+        f"- **NLL bits / token** on {nll_n} held-out test items with their conditions: "
+        + _likelihood_text(s.get("family_facts")) + ".",
         "- *real vs real (floor)*: real validation images against the real test images at the same N: what a "
         "perfect generator would score (in the judged columns: the judge's own accuracy on real images). "
         "*tokenizer ceiling*: the real validation tokens decoded: the best a generator on this tokenizer can do.",
         "- **Bold**: the best generator per column (ties as shown are all bold); the reference rows in italics "
         "are not ranked.",
     ]
+
+
+_OLD_FACTS = {"ar": {"fixed_steps": "one step per token", "likelihood": "exact"},      # reports before
+              "maskgit": {"fixed_steps": None, "likelihood": None},                    # settings recorded
+              "var": {"fixed_steps": "one step per scale", "likelihood": "exact"},     # the families' facts
+              "d3pm": {"fixed_steps": None, "likelihood": "bound"}}
+
+
+_DISPLAY = {"ar": "AR", "maskgit": "MaskGIT", "var": "VAR", "d3pm": "D3PM"}     # how the text spells them
+
+
+def _names(families: list[str]) -> str:
+    names = [_DISPLAY.get(f, f) for f in families]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def _nfe_text(facts: dict | None) -> str:
+    """How each family spends transformer evaluations, from the facts the families declare."""
+    facts = facts or _OLD_FACTS
+    fixed = [f"{_names([f])} {v['fixed_steps']}" for f, v in facts.items() if v["fixed_steps"]]
+    stepped = [f for f, v in facts.items() if not v["fixed_steps"]]
+    parts = fixed + ([f"{_names(stepped)} one per sampling step"] if stepped else [])
+    return "; ".join(parts).replace("per token", "per token (KV cache)")
+
+
+def _likelihood_text(facts: dict | None) -> str:
+    facts = facts or _OLD_FACTS
+    exact = [f for f, v in facts.items() if v["likelihood"] == "exact"]
+    bound = [f for f, v in facts.items() if v["likelihood"] == "bound"]
+    none = [f for f, v in facts.items() if not v["likelihood"]]
+    parts = ([f"exact for {_names(exact)}"] if exact else []) + \
+            ([f"for {_names(bound)} the variational bound (≤, an upper bound on its NLL)"] if bound else []) + \
+            ([f"{_names(none)} define{'s' if len(none) == 1 else ''} no likelihood (n/a)"] if none else [])
+    return "; ".join(parts)
 
 
 def _curve_table(results: dict) -> list[str]:

@@ -17,6 +17,7 @@ from tokgen.eval.metrics import (
     inception_score,
     kernel_inception_distance,
     precision_recall,
+    read_fid_stats,
 )
 
 
@@ -114,6 +115,67 @@ def test_fd_from_stats_rejects_mismatched_stats():
 
 
 # ----------------------------------------------------------------------------------- KID
+# ----------------------------------------------------------------------------------- FID statistics files
+def _features_with(mean, variances):
+    """8 feature rows whose sample mean is `mean` and whose unbiased covariance is diag(`variances`)
+    exactly: orthogonal +-1 columns of a Hadamard matrix (each sums to 0), scaled."""
+    h = scipy.linalg.hadamard(8)[:, 1:1 + len(mean)].astype(np.float64)   # column norms^2 = 8
+    return h * np.sqrt(np.asarray(variances) * 7 / 8) + np.asarray(mean)
+
+
+def test_fd_against_a_statistics_file_is_the_closed_form(tmp_path):
+    from tokgen.eval.compare import distribution_metrics
+
+    m1, v1 = np.array([1.0, -2.0, 0.5]), np.array([4.0, 1.0, 0.25])
+    m2, v2 = np.array([0.0, 1.0, 0.5]), np.array([1.0, 9.0, 0.25])
+    fake = _features_with(m1, v1)
+    mu, sigma = gaussian_stats(fake)
+    assert np.allclose(mu, m1) and np.allclose(sigma, np.diag(v1))
+    path = tmp_path / "stats.npz"           # as pytorch-fid --save-stats writes them
+    np.savez(path, mu=m2, sigma=np.diag(v2))
+    mu2, sigma2, acts = read_fid_stats(path, dim=3)
+    assert acts is None and np.array_equal(mu2, m2) and np.array_equal(sigma2, np.diag(v2))
+    # diagonal covariances: ||m1 - m2||^2 + sum (sqrt v1 - sqrt v2)^2
+    want = ((m1 - m2) ** 2).sum() + ((np.sqrt(v1) - np.sqrt(v2)) ** 2).sum()
+    got = distribution_metrics(fake, None, real_stats=(mu2, sigma2))
+    assert got["fd"] == pytest.approx(want, rel=1e-9) and got["kid"] is got["precision"] is None
+    # ADM's reference batches: extra statistics and the images in arr_0 (not read); (N, D) activations are
+    np.savez(path, mu=m2, sigma=np.diag(v2), mu_s=m2[:2], sigma_s=np.eye(2), arr_0=np.zeros((2, 4, 4, 3), np.uint8))
+    assert read_fid_stats(path, dim=3)[2] is None
+    real = _features_with(m2, v2)
+    np.savez(path, mu=m2, sigma=np.diag(v2), arr_0=real)
+    mu2, sigma2, acts = read_fid_stats(path)
+    assert np.array_equal(acts, real)
+    both = distribution_metrics(fake, acts, real_stats=(mu2, sigma2), kid_subset=8)
+    assert both["fd"] == pytest.approx(want, rel=1e-9) and both["kid"] is not None and both["recall"] is not None
+
+
+def test_bad_statistics_files_name_the_file_and_the_keys(tmp_path):
+    from tokgen.eval.compare import distribution_metrics
+
+    path = tmp_path / "stats.npz"
+    with pytest.raises(FileNotFoundError, match="no FID statistics file .*stats.npz"):
+        read_fid_stats(path)
+    np.savez(path, mean=np.zeros(3), cov=np.eye(3))
+    with pytest.raises(ValueError, match=r"stats.npz holds the arrays \['cov', 'mean'\], but FID statistics need "
+                                         r"'mu' \(D,\) and 'sigma' \(D, D\)"):
+        read_fid_stats(path)
+    np.savez(path, mu=np.zeros(3), sigma=np.eye(4))
+    with pytest.raises(ValueError, match=r"stats.npz: 'mu' has shape \(3,\) and 'sigma' \(4, 4\)"):
+        read_fid_stats(path)
+    np.savez(path, mu=np.zeros(3), sigma=np.eye(3))
+    with pytest.raises(ValueError, match="holds 3-d statistics, but the feature extractor gives 2048-d"):
+        read_fid_stats(path, dim=2048)
+    np.savez(path, mu=np.full(3, np.nan), sigma=np.eye(3))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        read_fid_stats(path)
+    path.write_text("mu,sigma")
+    with pytest.raises(ValueError, match="stats.npz is not an .npz file"):
+        read_fid_stats(path)
+    with pytest.raises(ValueError, match="features are 2-d but the real statistics are 3-d"):
+        distribution_metrics(np.eye(4)[:, :2], None, real_stats=(np.zeros(3), np.eye(3)))
+
+
 def test_mmd2_matches_the_unbiased_estimator_written_out():
     x, y = _gauss(7, 3, 5), _gauss(7, 3, 6, shift=0.3)
     k = lambda u, v: (u @ v / 3 + 1) ** 3  # noqa: E731

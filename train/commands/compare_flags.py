@@ -14,7 +14,7 @@ OWN_TRAIN = ("max_steps", "max_minutes", "mixed_precision", "seed")
 
 
 def add_compare_flags(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    from tokgen.generators import SIZES
+    from tokgen.generators import FAMILIES, SIZES
     from tokgen.pipeline import SampleConfig
 
     from ..jobs.comparison.config import DEFAULT_FAMILIES, PER_FAMILY, TRAIN
@@ -52,7 +52,9 @@ def add_compare_flags(p: argparse.ArgumentParser, *, required: bool = True) -> N
     s.add_argument("--n", type=int, default=500, help="samples per family and step count (and real images per set)")
     s.add_argument("--sample-steps", nargs="+", default=[], metavar="FAMILY=S1,S2",
                    help="sampling step counts, e.g. maskgit=4,8,12 d3pm=16,64 (default: each family's own, "
-                        "maskgit=8 d3pm=16,64; AR and VAR have fixed counts)")
+                        + " ".join(f"{f}={','.join(map(str, c.compare_steps))}" for f, c in FAMILIES.items()
+                                   if c.compare_steps)
+                        + "; " + ", ".join(f for f, c in FAMILIES.items() if c.fixed_steps) + " have fixed counts)")
     s.add_argument("--sample-batch-size", type=int, default=64,
                    help="images sampled (and decoded, and scored for NLL) at once")
     s.add_argument("--precision", default="auto", choices=SAMPLING_CHOICES,
@@ -65,6 +67,10 @@ def add_compare_flags(p: argparse.ArgumentParser, *, required: bool = True) -> N
                         "quality against training images seen (0 = none)")
     s.add_argument("--curve-n", type=int, default=100, help="samples judged at each of those points")
     s.add_argument("--device", default=None, help="where to sample and evaluate (default: cuda when available)")
+    s.add_argument("--fid-stats", default=None, metavar="NPZ",
+                   help="the real set's Inception statistics (.npz with mu, sigma: pytorch-fid's or ADM's, e.g. "
+                        "VIRTUAL_imagenet256_labeled.npz), read offline: FD against them in Inception-v3 features "
+                        "(the weights must be on this machine) instead of featurizing the test split")
     add_dataclass_options(p, SampleConfig, skip=("steps",), title="sampling settings (SampleConfig)")
 
 

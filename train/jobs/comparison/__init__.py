@@ -6,8 +6,9 @@ same tokens with the same budget, then sampled, judged, timed and reported.
 
 In three parts: the plan (plan.py: every input checked before any training), the run (run.py:
 each family trained by `train_generator`, or loaded where its run folder holds a generator
-finished with the same config; measure.py: on the main process, the reference rows and every
-family at every step count through the one evaluation path) and the report (report.py: the
+finished with the same config; measure.py: the reference rows and every family at every step
+count through the one evaluation path, under several processes each process drawing and
+measuring its share, the main process gathering the figures) and the report (report.py: the
 results dict that `tokgen.eval.compare.write_report` turns into report.md, the plots and
 results.json).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ...distributed import is_main_process
+from ...distributed import is_main_process, world_size
 from .config import DEFAULT_FAMILIES, CompareConfig
 
 __all__ = ["CompareConfig", "DEFAULT_FAMILIES", "compare"]
@@ -50,30 +51,33 @@ def compare(config: CompareConfig, *, command: str | None = None, extra_report: 
     stage(f"inputs: tokens {config.tokens} ({plan.source}, spec {plan.spec}); sampling steps: "
           + "; ".join(f"{f} {_steps_text(plan.steps[f])}" for f in plan.families))
     training = {family: train_or_load(config, plan, family, stage) for family in plan.families}
+    if not is_main_process() and world_size() == 1:
+        return None
+    results = _evaluate(config, plan, training, stage, command)    # every process: each samples its share
     if not is_main_process():
         return None
-    results = _evaluate(config, plan, training, stage, command)
     results.update(extra_results or {})
     stage(f"report: {Path(config.out) / 'report.md'}, quality_vs_time.png, results.json")
     return report.write(config, results, extra_report)
 
 
 def _evaluate(config: CompareConfig, plan, training: dict, stage, command: str | None) -> dict:
-    """The references and every family measured (main process), as the results dict."""
-    import torch
-
+    """The references and every family measured, as the results dict (main process; None on the
+    others, which draw and measure their shares)."""
     from tokgen.data.tokens import TokenDataset
     from tokgen.tokenizers_vq import VQTokenizer
 
+    from ...distributed import process_device
     from . import report
     from .measure import evaluate_family, references
 
     start = time.perf_counter()
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = process_device(config.device)
     tokenizer = VQTokenizer.from_pretrained(config.tokenizer, device=device).eval()
     val, test = TokenDataset(config.tokens, "val"), TokenDataset(config.tokens, "test")
+    against = f"the statistics in {config.fid_stats}" if config.fid_stats else f"{config.n} real test images"
     stage(f"references: {config.n} real val images (the real-vs-real floor) and their tokens decoded (the "
-          f"tokenizer's ceiling), against {config.n} real test images")
+          f"tokenizer's ceiling), against {against}")
     ref = references(config, plan, tokenizer, val, device)
     rows = []
     for family in plan.families:
@@ -81,9 +85,13 @@ def _evaluate(config: CompareConfig, plan, training: dict, stage, command: str |
               f"NLL on {config.nll_n} test items")
         began = time.perf_counter()
         family_rows = evaluate_family(config, plan, family, tokenizer, val, test, ref, device)
+        if not is_main_process():
+            continue
         training[family]["eval_seconds"] = round(time.perf_counter() - began, 1)
         rows += [{**row, "train_steps": training[family].get("steps"),
                   "train_images": training[family].get("images_seen")} for row in family_rows]
+    if not is_main_process():
+        return None
     results = report.results(config, plan, ref, training, rows, device, command)
     results["settings"]["evaluation_seconds"] = round(time.perf_counter() - start, 1)
     return results

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokgen.generators import FAMILIES
 from tokgen.pipeline import SampleConfig
 
 from ...engine import TrainConfig
@@ -13,7 +14,7 @@ from ...schedule import ScheduleConfig
 from ...tasks.generator import OptimConfig
 from ..generator import TRAIN_DEFAULTS
 
-DEFAULT_FAMILIES = ("ar", "maskgit", "var", "d3pm")
+DEFAULT_FAMILIES = tuple(FAMILIES)      # every registered family, in registration order
 # train-generator's defaults, with compare's budget; no sample grids inside the budget
 TRAIN = {**TRAIN_DEFAULTS, "max_steps": 2_000, "sample_every": 0}
 # TrainConfig fields compare sets for each family itself (the run folder, the judged points, afresh or not)
@@ -49,7 +50,8 @@ class CompareConfig:
     grid_n: int = 16                 # samples shown in each family's grid
     curve_points: int = 5            # judged points during training, evenly spaced over the budget (0 = none)
     curve_n: int = 100               # samples judged at each of those points
-    device: str | None = None        # where to sample and evaluate (None: cuda when available)
+    device: str | None = None        # where to sample and evaluate (None: cuda when available; under several processes each its own GPU)
+    fid_stats: str | None = None     # an .npz of the real set's Inception statistics (mu, sigma; pytorch-fid's or ADM's, e.g. VIRTUAL_imagenet256_labeled.npz): the FD is taken against them in Inception-v3 pool features, and the test split is not featurized
 
     @property
     def seed(self) -> int:

@@ -34,6 +34,8 @@ def make_plan(config: CompareConfig) -> Plan:
     from ..checks import check_compare, check_folder, check_multiscale
 
     check_compare(config)                     # every setting, before the tokens or the tokenizer are read
+    if config.fid_stats:
+        check_fid_stats(config.fid_stats)
     check_folder(config.tokens, "--tokens", "a token folder", "pass the folder `tokgen extract-tokens --out` wrote")
     check_folder(config.tokenizer, "--tokenizer", "a tokenizer folder",
                  "pass the folder train-tokenizer wrote (<out-dir>/tokenizer)")
@@ -124,3 +126,21 @@ def family_overrides(overrides: dict[str, Any], families: list[str]) -> dict[str
                                  f"families that have it, e.g. --set maskgit:{name}={value!r}")
             out[f][name] = value
     return out
+
+
+INCEPTION_DIM = 2048                          # Inception-v3 pool3 features: the space of FID statistics files
+
+
+def check_fid_stats(path: str) -> None:
+    """--fid-stats: an .npz with mu (2048,) and sigma (2048, 2048), and the Inception weights on
+    this machine to take the samples' features in the same space.  Raises FileNotFoundError /
+    ValueError naming the file (and the keys found and wanted) or the weights' places."""
+    from tokgen.eval.features import find_inception_weights
+    from tokgen.eval.metrics import read_fid_stats
+
+    read_fid_stats(path, dim=INCEPTION_DIM)
+    try:
+        find_inception_weights()
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--fid-stats {path} holds Inception statistics, so the samples need Inception "
+                                f"features: {e}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...distributed import world_size
 from .config import CompareConfig
 from .measure import Reference
 from .plan import Plan
@@ -32,6 +33,15 @@ def results(config: CompareConfig, plan: Plan, ref: Reference, training: dict, r
             "training": training, "notes": [note] if note else []}
 
 
+def family_facts(families) -> dict[str, dict]:
+    """What each family declares about its steps and likelihood, for the report's notes (eval/
+    compare.py writes them without importing the generators)."""
+    from tokgen.generators import family_class
+
+    return {f: {"fixed_steps": family_class(f).fixed_steps, "likelihood": family_class(f).likelihood}
+            for f in families}
+
+
 def settings(config: CompareConfig, plan: Plan, ref: Reference, training: dict, device,
              command: str | None) -> dict:
     import torch
@@ -52,8 +62,12 @@ def settings(config: CompareConfig, plan: Plan, ref: Reference, training: dict, 
         "budget": {"max_steps": config.train.max_steps, "max_minutes": config.train.max_minutes},
         "mixed_precision": mixed_precision, "overrides": plan.overrides, "runs": str(plan.runs),
         "seed": config.seed, "n": n, "nll_n": config.nll_n,
-        "conditions": f"the first {n} val items", "reference": f"the first {n} test images",
+        "conditions": f"the first {n} val items",
+        "reference": f"the statistics in {config.fid_stats}" if config.fid_stats else f"the first {n} test images",
+        "fid_stats": str(Path(config.fid_stats).resolve()) if config.fid_stats else None,
+        "processes": world_size(),
         "sample_steps": plan.steps,
+        "family_facts": family_facts(plan.families),
         "sampling": {k: v for k, v in config.to_dict()["sampling"].items() if k != "steps"},
         "sample_batch_size": config.sample_batch_size, "device": str(device),
         "precision": resolve_precision(config.precision, device, flag="--precision").to_dict(),
