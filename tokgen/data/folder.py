@@ -9,12 +9,13 @@ All give the standard items {"image": float32 (3, S, S) in [0, 1], "label": int 
 shorter side resized to S and the centre S x S kept (`augment="none"`, the default).
 
 Start-up.  Nothing is decoded when a dataset is built, so that 1 M files start training in
-seconds.  An image folder is listed with os.scandir (sorted, so the item order is the same on
-every machine and every run): no `datasets` import, no Arrow cache (`datasets`' imagefolder
-builder takes ~10 ms per file, hours for ImageNet).  It follows imagefolder's conventions: class
-sub-folders give labels (when there are at least two and every image sits at the same depth),
-top-level train / validation (val, valid, dev) / test sub-folders give splits, and a
-metadata.csv / metadata.jsonl / metadata.parquet (a `file_name` column plus extra columns) gives
+seconds.  An image folder is listed with os.scandir in a fixed order (each folder's images
+sorted by name, then its sub-folders sorted by name), so the items are the same on every machine
+and run: no `datasets` import, no Arrow cache (`datasets`' imagefolder builder took 53 s for
+10,000 files on a shared 2-core machine: hours for ImageNet, in every process).  It follows
+imagefolder's conventions: class sub-folders give labels (when there are at least two and every
+image sits at the same depth), top-level train / validation (val, valid, dev) / test sub-folders
+give splits, and a metadata.csv / metadata.jsonl / metadata.parquet (a `file_name` column plus extra columns) gives
 captions (and then no folder labels).  `datasets` is used for hub datasets, save_to_disk folders
 and single data files, memory-mapped, and imported on first use.  Only the first item is
 decoded at construction, to fail early on a source with no readable image at all.
@@ -32,20 +33,27 @@ a batch keeps its size and `ds[i]` is the same for the same i on every run and i
 The failure is counted and its path and reason recorded (in memory, and in a small file per
 process in a temporary folder, since DataLoader workers are separate processes); a file known
 bad is not decoded again by the same process.  `report_skipped()`, called by the main process at
-the end of training or extraction, gathers every process's records, fills `.skipped` and
-`.skip_reasons` (in item order) and warns once with the count and the first five names.
+the end of training or extraction, gathers every process's records and warns once with the count
+and the first five names; `.skipped` and `.skip_reasons` list them all, in item order.
 
 Augmentation (`augment=`, in `__getitem__`, so in the DataLoader workers):
     "none"       shorter side to S, centre crop (the default: figures do not change)
     "flip"       the same, mirrored left-right with probability 1/2 (an exact mirror)
-    "crop"       shorter side to round(S * crop_ratio) (default 1.1, LlamaGen's crop_range), then
-                 an S x S window at a uniformly random position (ADM / LlamaGen's random crop)
+    "crop"       shorter side to a random length in [ceil(S * lo), ceil(S * hi)] for crop_ratio =
+                 (lo, hi) (default (1, 1.25): ADM's random_crop_arr with min_crop_frac 0.8, which
+                 LlamaGen's vq_train.py uses), or to round(S * r) for a number r (1.1: LlamaGen's
+                 crop_range), then an S x S window at a uniformly random position
     "crop_flip"  both
-The random draws for item i come from numpy's generator seeded with (seed, epoch, i) alone
-(`set_epoch(epoch)` before each epoch's DataLoader is made), not from torch's global or worker
-RNG: so an item is the same whichever worker decodes it, with any num_workers, and a run resumed
-in the middle of an epoch sees the very crops and flips of the uninterrupted one.  Without
-set_epoch every epoch sees the same crops and flips (epoch 0).
+The random draws (four uniforms: side, x, y, flip) for item i come from numpy's generator seeded
+with (seed, epoch, i) alone (`set_epoch(epoch)` before each epoch's DataLoader is made), not from
+torch's global or worker RNG: so an item is the same whichever worker decodes it, with any
+num_workers, and a run resumed in the middle of an epoch sees the very crops and flips of the
+uninterrupted one.  Without set_epoch every epoch sees the same crops and flips (epoch 0).
+
+Streaming.  `HFStreamingDataset` (build_dataset("hf:NAME", streaming=True)) reads a hub dataset
+as it downloads (an IterableDataset: the same items, split carving, augmentation and skipping,
+but no len() and no ds[i], which the trainer and extract-tokens need: its len() raises a
+TypeError that says so).
 
 Nothing is downloaded unless you name a hub dataset, and then it is `datasets` that downloads it.
 """
@@ -56,6 +64,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -81,7 +90,7 @@ SAVED_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")  # written by save_t
 DATA_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
 METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")  # imagefolder's names
 AUGMENTS = ("none", "flip", "crop", "crop_flip")
-DEFAULT_CROP_RATIO = 1.1
+DEFAULT_CROP_RATIO = (1.0, 1.25)  # ADM's random_crop_arr: crop 80-100 % of the shorter side
 SHOWN_SKIPPED = 5  # names in the warning
 # The file endings `datasets`' imagefolder treats as images (datasets 5.2's list, kept here so
 # that listing a folder does not import `datasets`).
@@ -162,12 +171,20 @@ def _warn_skipped(bad: dict[int, tuple[str, str]], total: int, source: str, spli
 
 # ----------------------------------------------------------------------------- decoding, augmentation
 
-def _check_augment(augment: str, crop_ratio: float, seed: int) -> None:
+def _crop_range(crop_ratio) -> tuple[float, float]:
+    """crop_ratio (a number r, or a pair lo <= hi, all >= 1) as (lo, hi)."""
+    pair = tuple(crop_ratio) if isinstance(crop_ratio, (tuple, list)) else (crop_ratio, crop_ratio)
+    if (len(pair) != 2 or any(isinstance(r, bool) or not isinstance(r, (int, float)) for r in pair)
+            or not 1 <= pair[0] <= pair[1] < float("inf")):
+        raise ValueError(f"crop_ratio must be a number >= 1 or a pair (lo, hi) with 1 <= lo <= hi (the shorter side "
+                         f"is resized to image_size * crop_ratio before the random crop), got {crop_ratio!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def _check_augment(augment: str, crop_ratio, seed: int) -> None:
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
-    if isinstance(crop_ratio, bool) or not isinstance(crop_ratio, (int, float)) or not crop_ratio >= 1:
-        raise ValueError(f"crop_ratio must be a number >= 1 (the shorter side is resized to "
-                         f"image_size * crop_ratio before the random crop), got {crop_ratio!r}")
+    _crop_range(crop_ratio)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
 
@@ -181,22 +198,27 @@ def _decode(cell: dict) -> Image.Image:
         return to_pixels(img)  # values with no [0, 1] reading (NaN, negative ints, floats > 1): BadImage
 
 
-def augmented_tensor(img: Image.Image, image_size: int, augment: str = "none", crop_ratio: float = DEFAULT_CROP_RATIO,
+def augmented_tensor(img: Image.Image, image_size: int, augment: str = "none", crop_ratio=DEFAULT_CROP_RATIO,
                      rng: np.random.Generator | None = None) -> torch.Tensor:
     """A `to_pixels` image as float32 (3, S, S), augmented as `augment` says with `rng`'s draws
-    (three uniforms per call, whatever the augmentation: crop x, crop y, flip)."""
-    u = rng.random(3) if rng is not None else np.full(3, 0.5)
+    (four uniforms per call, whatever the augmentation: shorter side, crop x, crop y, flip)."""
+    u = rng.random(4) if rng is not None else np.full(4, 0.5)
     if augment in ("crop", "crop_flip"):
-        img = resize_shorter_side(img, max(image_size, round(image_size * crop_ratio)))
+        lo, hi = _crop_range(crop_ratio)
+        if lo == hi:
+            side = round(image_size * lo)
+        else:
+            a, b = math.ceil(image_size * lo), math.ceil(image_size * hi)
+            side = a + min(int(u[0] * (b - a + 1)), b - a)
+        img = resize_shorter_side(img, max(image_size, side))
         w, h = img.size
-        left, top = int(u[0] * (w - image_size + 1)), int(u[1] * (h - image_size + 1))
+        left, top = int(u[1] * (w - image_size + 1)), int(u[2] * (h - image_size + 1))
         img = img.crop((left, top, left + image_size, top + image_size))
     else:
         img = center_crop(resize_shorter_side(img, image_size), image_size)
-    x = pil_to_tensor(img)
-    if augment in ("flip", "crop_flip") and u[2] < 0.5:
-        x = x.flip(-1)
-    return x
+    if augment in ("flip", "crop_flip") and u[3] < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # an exact mirror
+    return pil_to_tensor(img)
 
 
 def _item_rng(seed: int, epoch: int, i: int) -> np.random.Generator:
@@ -211,14 +233,14 @@ class _LazyImages(Dataset):
 
     decodes_files = True  # tokgen.data.default_num_workers: worth DataLoader workers
 
-    def _setup(self, source: str, split: str, image_size: int, augment: str, crop_ratio: float, seed: int) -> None:
+    def _setup(self, source: str, split: str, image_size: int, augment: str, crop_ratio, seed: int) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         _check_augment(augment, crop_ratio, seed)
         self.source, self.split, self.image_size = source, split, image_size
-        self.augment, self.crop_ratio, self.seed, self.epoch = augment, float(crop_ratio), seed, 0
+        self.augment, self.crop_ratio, self.seed, self.epoch = augment, _crop_range(crop_ratio), seed, 0
         self._skips = _SkipLog()
 
     def _finish_setup(self, num_rows: int, keys, carve: tuple[str, ...]) -> None:
@@ -226,8 +248,8 @@ class _LazyImages(Dataset):
         pool = self.source_split
         if num_rows == 0:
             raise ValueError(f"split {pool!r} of {self.source} has no rows")
-        self.indices = _select(num_rows, keys, self.split, carve)
-        if not self.indices:
+        self.indices = _select(num_rows, keys, self.split, carve)  # an array: workers share it, not copy it
+        if not len(self.indices):
             raise ValueError(
                 f"split {self.split!r} of {self.source} is empty: the source has no {self.split} split and "
                 f"~{CARVED_FRACTION:.0%} of its {num_rows} images are carved out for it; add images, or provide "
@@ -236,13 +258,13 @@ class _LazyImages(Dataset):
 
     def _first_good(self) -> None:
         """Decode items from the first on until one reads: a source with none fails here, not in training."""
-        for j, k in enumerate(self.indices):
+        for k in map(int, self.indices):
             try:
                 _decode(self._cell(k))
                 return
             except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
                 self._skips.add(k, _cell_name(self._cell(k), k), f"{type(e).__name__}: {e}")
-        self.report_skipped(stacklevel=4)
+        self.report_skipped(stacklevel=5)  # the warning points at the line that built the dataset
         raise ValueError(f"no readable images in {self.source} (split {self.source_split!r}): all {len(self)} "
                          f"failed to decode (the warning above names them)")
 
@@ -260,7 +282,7 @@ class _LazyImages(Dataset):
         i %= n
         rng = _item_rng(self.seed, self.epoch, i) if self.augment != "none" else None
         for step in range(n):
-            k = self.indices[(i + step) % n]
+            k = int(self.indices[(i + step) % n])
             if k in self._skips.bad:
                 continue
             cell = self._cell(k)
@@ -277,7 +299,8 @@ class _LazyImages(Dataset):
 
     def report_skipped(self, warn: bool = True, stacklevel: int = 2) -> list[tuple[str, str]]:
         """Every bad file met so far by this process and its DataLoader workers, as (name, reason)
-        in item order; also set as `.skipped` / `.skip_reasons`.  Warns once per call when any."""
+        in item order (`.skipped` / `.skip_reasons` give the same).  Warns, once per call, when any:
+        call it from the main process at the end of training or extraction."""
         bad = self._skips.gather()
         self._skips.bad.update(bad)  # known bad here too: not decoded again by this process
         if bad and warn:
@@ -298,7 +321,7 @@ class _LazyImages(Dataset):
 
     def item_path(self, i: int) -> str:
         """Where item i comes from: its file path, or "row k" of the source split for in-memory images."""
-        k = self.indices[i]
+        k = int(self.indices[i])
         return _cell_name(self._cell(k), k)
 
     def __repr__(self) -> str:
@@ -318,25 +341,29 @@ class ImageFolderDataset(_LazyImages):
 
     `caption_column` may name a column of a metadata.csv/metadata.jsonl/metadata.parquet in the
     folder (the imagefolder convention: a `file_name` column plus extra columns).  `cache_dir`
-    is accepted for compatibility and unused (nothing is cached).  `augment`, `crop_ratio`,
-    `seed`: see the module docstring.
+    is accepted for compatibility and unused (nothing is cached on disk).  `augment`,
+    `crop_ratio`, `seed`: see the module docstring.
+
+    The paths are kept as one bytes blob plus an offsets array (and the labels as one array), not
+    as a Python list: DataLoader workers share them with the main process instead of copying
+    millions of reference-counted strings each.
     """
 
     def __init__(self, path: str, split: str = "train", image_size: int = 32, caption_column: str | None = None,
-                 cache_dir: str | None = None, augment: str = "none", crop_ratio: float = DEFAULT_CROP_RATIO,
+                 cache_dir: str | None = None, augment: str = "none", crop_ratio=DEFAULT_CROP_RATIO,
                  seed: int = 0):
         path = os.fspath(path)
         self._setup(path, split, image_size, augment, crop_ratio, seed)
-        root = os.path.abspath(path)
+        self.root = root = os.path.abspath(path)
         listing = list_image_folder(root)
         self.source_split, carve = _resolve_split(list(listing.splits), split, path)
-        self.root = root
-        self._files = listing.splits[self.source_split]
+        files, dir_ids = listing.splits[self.source_split]
         self.classes = listing.classes
-        self._labels = None
-        if listing.classes:
-            index = {c: n for n, c in enumerate(listing.classes)}
-            self._labels = [index[os.path.basename(os.path.dirname(f))] for f in self._files]
+        self._labels = listing.dir_labels[dir_ids] if listing.classes else None
+        encoded = [f.encode("utf-8", "surrogateescape") for f in files]
+        self._blob = b"".join(encoded)
+        self._offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
         self.caption_column = caption_column
         self._captions = None
         if caption_column is not None:
@@ -344,35 +371,47 @@ class ImageFolderDataset(_LazyImages):
             if caption_column not in listing.metadata_columns:
                 raise ValueError(f"caption_column {caption_column!r} not in {path}: available columns are {columns}")
             meta = listing.metadata
-            values = [meta.get(f, {}).get(caption_column) for f in self._files]
+            values = [meta.get(f, {}).get(caption_column) for f in files]
             wrong = next((v for v in values if v is not None and not isinstance(v, str)), None)
             if wrong is not None:
                 raise ValueError(f"caption_column {caption_column!r} of {path} has {type(wrong).__name__} values "
                                  f"(e.g. {wrong!r}), expected strings")
             self._captions = values
         self.image_column, self.label_column = "image", ("label" if listing.classes else None)
-        self._finish_setup(len(self._files), lambda: self._files, carve)
+        self._finish_setup(len(files), lambda: files, carve)
+
+    def _relpath(self, k: int) -> str:
+        return self._blob[self._offsets[k]:self._offsets[k + 1]].decode("utf-8", "surrogateescape")
 
     def _cell(self, k: int) -> dict:
-        return {"bytes": None, "path": os.path.join(self.root, self._files[k])}
+        return {"bytes": None, "path": os.path.join(self.root, self._relpath(k))}
 
     def _meta(self, k: int) -> tuple[int | None, str | None]:
-        return (self._labels[k] if self._labels is not None else None,
+        return (int(self._labels[k]) if self._labels is not None else None,
                 self._captions[k] if self._captions is not None else None)
 
 
 class FolderListing:
-    """What `list_image_folder` found: image paths (relative to the root, "/"-separated, sorted)
-    per source split, the class names (None: no labels), and the metadata rows by file."""
+    """What `list_image_folder` found.  splits: source split -> (image paths relative to the root,
+    "/"-separated, in walk order; the index of each one's folder); dir_labels: the class index of
+    each folder (with classes; else None); metadata: rows by image path; metadata_columns."""
 
-    def __init__(self, splits: dict[str, list[str]], classes: list[str] | None, metadata: dict[str, dict],
-                 metadata_columns: list[str]):
-        self.splits, self.classes, self.metadata, self.metadata_columns = splits, classes, metadata, metadata_columns
+    def __init__(self, splits: dict[str, tuple[list[str], np.ndarray]], classes: list[str] | None,
+                 dir_labels: np.ndarray | None, metadata: dict[str, dict], metadata_columns: list[str]):
+        self.splits, self.classes, self.dir_labels = splits, classes, dir_labels
+        self.metadata, self.metadata_columns = metadata, metadata_columns
+
+
+_LISTINGS: dict[str, tuple[list[tuple[str, int]], FolderListing]] = {}  # root -> (folder mtimes, listing)
 
 
 def list_image_folder(root: str) -> FolderListing:
     """List an image folder the way `datasets`' imagefolder reads it (see the module docstring),
-    with os.scandir: about a second per 100,000 files on a local disk."""
+    with os.scandir: about a second per 100,000 files on a local disk.  Each folder's images come
+    sorted by name, before its sub-folders (sorted by name).  The listing is kept for the process
+    while no folder's modification time changes (adding or removing a file changes its folder's),
+    so that building val and test after train lists nothing again."""
+    root = os.path.abspath(root)
     exts = IMAGE_EXTENSIONS
     expected = (f"expected {'/'.join(e for e in exts if e in ('.png', '.jpg', '.jpeg', '.webp', '.bmp'))}/... "
                 f"files, optionally in one sub-folder per class (and train/val/test sub-folders)")
@@ -380,49 +419,85 @@ def list_image_folder(root: str) -> FolderListing:
         raise FileNotFoundError(f"image folder {root} does not exist: {expected}")
     if not os.path.isdir(root):
         raise ValueError(f"{root} is not a folder: {expected}; for a single data file use HFImageDataset")
-    images: list[str] = []
+    cached = _LISTINGS.get(root)
+    if cached is not None and all(_mtime(p) == m for p, m in cached[0]):
+        return cached[1]
+    dirs: list[tuple[str, list[str]]] = []
     metadata_files: list[str] = []
-    _scan(root, "", set(exts), images, metadata_files, {os.path.realpath(root)})
-    if not images:
+    stamps: list[tuple[str, int]] = []
+    _scan(root, "", set(exts), dirs, metadata_files, stamps, {os.path.realpath(root)})
+    if not any(names for _, names in dirs):
         raise ValueError(f"no images found in {root}: {expected}")
-    images.sort()
-    split_dirs = {}
+    tops = {d.split("/", 1)[0] for d, names in dirs if d and names}
+    split_dirs: dict[str, str] = {}  # top-level folder -> our split
     for ours, aliases in SPLIT_ALIASES.items():
-        for top in sorted({f.split("/", 1)[0] for f in images if "/" in f}):
-            if top.lower() in aliases and ours not in split_dirs.values():
-                split_dirs[top] = ours
-    if split_dirs:
-        splits = {d: [f for f in images if f.split("/", 1)[0] == d] for d in split_dirs}
-    else:
-        splits = {"train": images}
-    used = [f for files in splits.values() for f in files]
+        top = next((t for t in sorted(tops) if t.lower() in aliases), None)
+        if top is not None:
+            split_dirs[top] = ours
+    def split_of(d: str) -> str | None:
+        if not split_dirs:
+            return "train"
+        return d.split("/", 1)[0] if d and d.split("/", 1)[0] in split_dirs else None
+
+    splits: dict[str, tuple[list[str], list[int]]] = {}
+    used: list[int] = []
+    for n, (d, names) in enumerate(dirs):
+        name = split_of(d)
+        if name is None or not names:
+            continue
+        files, ids = splits.setdefault(name, ([], []))
+        files += [d + f for f in names]
+        ids += [n] * len(names)
+        used.append(n)
     metadata, columns = _read_metadata(root, sorted(metadata_files))
-    classes = None
+    classes, dir_labels = None, None
     if not metadata_files:  # imagefolder: labels only without metadata, from >= 2 folders at one depth
-        labels = {os.path.basename(os.path.dirname(f)) for f in used}
-        depths = {f.count("/") for f in used}
-        if len(labels) > 1 and len(depths) == 1:
-            classes = sorted(labels)
-    return FolderListing(splits, classes, metadata, columns)
+        label_of = {n: os.path.basename((root + "/" + dirs[n][0]).rstrip("/")) for n in used}
+        depths = {dirs[n][0].count("/") for n in used}
+        if len(set(label_of.values())) > 1 and len(depths) == 1:
+            classes = sorted(set(label_of.values()))
+            index = {c: i for i, c in enumerate(classes)}
+            dir_labels = np.full(len(dirs), -1, np.int32)
+            for n, c in label_of.items():
+                dir_labels[n] = index[c]
+    listing = FolderListing({k: (f, np.asarray(i, np.int64)) for k, (f, i) in splits.items()}, classes, dir_labels,
+                            metadata, columns)
+    _LISTINGS[root] = (stamps, listing)
+    return listing
 
 
-def _scan(folder: str, rel: str, exts: set[str], images: list[str], metadata: list[str], seen: set[str]) -> None:
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1
+
+
+def _scan(folder: str, rel: str, exts: set[str], dirs: list, metadata: list[str], stamps: list,
+          seen: set[str]) -> None:
+    """Append (rel, [image names]) for `folder` and then, recursively, its sub-folders."""
+    stamps.append((folder, _mtime(folder)))
     with os.scandir(folder) as it:
-        entries = list(it)
+        entries = sorted(it, key=lambda e: e.name)
+    names, subdirs = [], []
     for e in entries:
-        name = rel + e.name
         if e.name.startswith("."):
             continue
         if e.is_dir():  # follows symlinks, like `datasets`; a loop is entered once
-            real = os.path.realpath(e.path) if e.is_symlink() else e.path
-            if e.is_symlink() and real in seen:
-                continue
-            seen.add(real)
-            _scan(e.path, name + "/", exts, images, metadata, seen)
+            if e.is_symlink():
+                real = os.path.realpath(e.path)
+                if real in seen:
+                    continue
+                seen.add(real)
+            subdirs.append(e)
         elif e.name in METADATA_FILES:
-            metadata.append(name)
+            metadata.append(rel + e.name)
+            stamps.append((e.path, _mtime(e.path)))
         elif os.path.splitext(e.name)[1].lower() in exts:
-            images.append(name)
+            names.append(e.name)
+    dirs.append((rel, names))
+    for e in subdirs:
+        _scan(e.path, rel + e.name + "/", exts, dirs, metadata, stamps, seen)
 
 
 def _read_metadata(root: str, files: list[str]) -> tuple[dict[str, dict], list[str]]:
@@ -468,7 +543,7 @@ class HFImageDataset(_LazyImages):
     def __init__(self, name_or_path: str, split: str = "train", image_size: int = 32,
                  image_column: str | None = None, label_column: str | None = None,
                  caption_column: str | None = None, cache_dir: str | None = None, augment: str = "none",
-                 crop_ratio: float = DEFAULT_CROP_RATIO, seed: int = 0, **load_kwargs: Any):
+                 crop_ratio=DEFAULT_CROP_RATIO, seed: int = 0, **load_kwargs: Any):
         name_or_path = os.fspath(name_or_path)
         if "split" in load_kwargs or "streaming" in load_kwargs:
             raise ValueError("pass split= as HFImageDataset's own argument ('train'/'val'/'test'); for streaming "
@@ -485,13 +560,19 @@ class HFImageDataset(_LazyImages):
         import datasets
 
         self._table = pool.cast_column(self.image_column, datasets.Image(decode=False))
+        self._last: tuple[int, dict | None] = (-1, None)
         self._finish_setup(len(self._table), lambda: _table_keys(self._table, self.image_column), carve)
 
+    def _row(self, k: int) -> dict:
+        if self._last[0] != k:  # _cell then _meta read the same row: read it once
+            self._last = (k, self._table[k])
+        return self._last[1]
+
     def _cell(self, k: int) -> dict:
-        return self._table[k][self.image_column]
+        return self._row(k)[self.image_column]
 
     def _meta(self, k: int) -> tuple[int | None, str | None]:
-        row = self._table[k]
+        row = self._row(k)
         return (row[self.label_column] if self.label_column else None,
                 row[self.caption_column] if self.caption_column else None)
 
@@ -524,7 +605,7 @@ class HFStreamingDataset(IterableDataset):
     def __init__(self, name_or_path: str, split: str = "train", image_size: int = 32,
                  image_column: str | None = None, label_column: str | None = None,
                  caption_column: str | None = None, cache_dir: str | None = None, augment: str = "none",
-                 crop_ratio: float = DEFAULT_CROP_RATIO, seed: int = 0, **load_kwargs: Any):
+                 crop_ratio=DEFAULT_CROP_RATIO, seed: int = 0, **load_kwargs: Any):
         import datasets
 
         name_or_path = os.fspath(name_or_path)
@@ -537,7 +618,7 @@ class HFStreamingDataset(IterableDataset):
         load_kwargs.pop("streaming", None)
         _check_augment(augment, crop_ratio, seed)
         self.source, self.split, self.image_size = name_or_path, split, image_size
-        self.augment, self.crop_ratio, self.seed, self.epoch = augment, float(crop_ratio), seed, 0
+        self.augment, self.crop_ratio, self.seed, self.epoch = augment, _crop_range(crop_ratio), seed, 0
         ext = os.path.splitext(name_or_path)[1].lower()
         if os.path.isfile(name_or_path) and ext in DATA_FILE_BUILDERS:
             loaded = datasets.load_dataset(DATA_FILE_BUILDERS[ext], data_files=name_or_path, cache_dir=cache_dir,
@@ -750,14 +831,14 @@ def _owner(h: float, bounds: dict[str, tuple[float, float]]) -> str:
     return next((s for s, (lo, hi) in bounds.items() if lo <= h < hi), "train")
 
 
-def _select(num_rows: int, keys, split: str, carve: tuple[str, ...]) -> list[int]:
+def _select(num_rows: int, keys, split: str, carve: tuple[str, ...]) -> np.ndarray:
     """Rows (0..num_rows-1) that belong to `split`; `carve` lists the splits that each take their
     CARVED_FRACTION slice of the hash range of the rows' keys (`keys()`), train keeps the rest."""
     if not carve:
-        return list(range(num_rows))
+        return np.arange(num_rows, dtype=np.int64)
     h = [_unit_hash(key) for key in keys()]
     bounds = _carve_bounds(carve)
     owners = [_owner(x, bounds) for x in h]
     if "train" not in owners:  # tiny source: keep train non-empty, deterministically
         owners[min(range(num_rows), key=h.__getitem__)] = "train"
-    return [i for i in range(num_rows) if owners[i] == split]
+    return np.asarray([i for i in range(num_rows) if owners[i] == split], dtype=np.int64)
