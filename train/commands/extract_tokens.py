@@ -6,6 +6,12 @@
 
 meta.json records the dataset and its options, so that generator training and `tokgen compare`
 judge samples with the judge of the same data (a two-object judge for two-object tokens).
+
+At scale: under `accelerate launch` (or torchrun) each process encodes its own shards of
+--shard-size items (the tokens are the same whatever the process count); a rerun with the same
+flags resumes after a kill, skipping finished shards; `--views flip` adds mirrored copies.
+
+    accelerate launch --num_processes 8 -m tokgen.train.cli extract-tokens --tokenizer T --out O --views flip
 """
 from __future__ import annotations
 
@@ -34,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=SAMPLING_CHOICES,
                    help="the encoder's forwards in float32 or under bfloat16 autocast (auto: bf16 where --device "
                         "runs it fast; the quantizer's code search stays float32)")
+    p.add_argument("--shard-size", type=int, default=4096,
+                   help="items per shard: the unit of resuming and of sharing work among processes")
+    p.add_argument("--views", default="",
+                   help="extra views of every item, comma-separated: flip (a mirrored copy; each view adds a "
+                        "copy of the split after the plain items). Default: none")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers loading images (0: in the process)")
     return p
 
 
@@ -49,7 +61,9 @@ def main(argv: list[str]) -> int:
     config = ExtractConfig(tokenizer=args.tokenizer, out=args.out, dataset=args.dataset,
                            dataset_options=dataset_options(args),
                            splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), limit=args.limit,
-                           batch_size=args.batch_size, device=args.device, precision=args.precision)
+                           batch_size=args.batch_size, device=args.device, precision=args.precision,
+                           shard_size=args.shard_size, num_workers=args.num_workers,
+                           views=tuple(v.strip() for v in args.views.split(",") if v.strip()))
     result = extract_tokens(config)          # a bad input: `error: ...` (tokgen.train.cli)
     print(json.dumps(dataclasses.asdict(result), indent=2))
     return 0
