@@ -162,7 +162,7 @@ class ARGenerator(Generator):
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
         seq = self._tokens(tokens)                                              # (B, N)
         B = seq.shape[0]
         cond = self._condition(cond, B)
@@ -170,23 +170,26 @@ class ARGenerator(Generator):
         h = self._hidden(seq, cond, drop)
         logits = self._image_logits(h)                                          # (B, N, V)
         loss_image = F.cross_entropy(logits.flatten(0, 1).float(), seq.flatten())
-        logs = {"loss_image": loss_image.item(), "bits_per_token": loss_image.item() / math.log(2)}
+        # logs stay on the device (0-dim, detached): the loop reads them once per log_every steps
+        logs = {"loss_image": loss_image.detach(), "bits_per_token": loss_image.detach().double() / math.log(2)}
         loss = loss_image
         if cond is not None and self.caption_in_sequence and self.text_head is not None:
             loss_text = self._text_loss(h, cond, drop)
             wt, wi = self.config.text_loss_weight, self.config.image_loss_weight
             loss = (wt * loss_text + wi * loss_image) / (wt + wi)
-            logs["loss_text"] = loss_text.item()
-        logs["loss"] = loss.item()
+            logs["loss_text"] = loss_text.detach()
+        logs["loss"] = loss.detach()
         return loss, logs
 
     def _text_loss(self, h: Tensor, cond: Condition, drop: Tensor | None) -> Tensor:
         """Next-token loss on the real caption tokens (outputs at BOS..t_{L-1} predict t_1..t_L)."""
         keep = cond.text_mask if drop is None else cond.text_mask & ~drop[:, None]   # (B, L)
         logits = self.text_head(h[:, : self.prefix_len - 1])                        # (B, L, V_text)
-        if not keep.any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits[keep].float(), cond.text_ids[keep])
+        # the mean over the kept positions without a host sync (no keep.any(), no logits[keep]);
+        # no kept position (every caption dropped) gives an exact 0 that still has a graph
+        target = torch.where(keep, cond.text_ids, 0)                                 # padding may be any id
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), reduction="none").view_as(keep)
+        return torch.where(keep, ce, 0.0).sum() / keep.sum().clamp(min=1)
 
     @torch.no_grad()
     def nll_bits(self, tokens: list[Tensor], cond: Any = None) -> Tensor:

@@ -3,7 +3,7 @@ registry and checkpoints.
 
     gen = build_generator("maskgit", tokenizer.spec, MaskGITConfig(num_classes=24))
     loss, logs = gen.loss(tokens, cond)              # tokens: list of (B, s, s) maps, as encode returns
-    maps = gen.generate(cond, cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    maps = gen.generate(cond, cfg_scale=3.0, generator=torch.Generator(gen.device).manual_seed(0))
     gen.save_pretrained("ckpt/gen");  gen = load_generator("ckpt/gen")
 
 `generate` takes the same arguments in every family:
@@ -168,7 +168,10 @@ class Generator(nn.Module, HubMixin, loader="tokgen.generators:load_generator", 
 
     # ------------------------------------------------------------------ the interface
 
-    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """(the training loss, logs): logs map names to detached 0-dim tensors on the model's
+        device, never .item() (a host sync every step on a GPU); the training loop reads them
+        once per log_every steps."""
         raise NotImplementedError
 
     def generate(self, cond: Any = None, *, num_samples: int | None = None, steps: int | None = None,

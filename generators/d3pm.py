@@ -116,14 +116,27 @@ class DiscreteDiffusion:
         """The stationary row pi (S,) float64: where the chain ends."""
         if self.kind == "uniform":
             return torch.full((self.K,), 1.0 / self.K, dtype=torch.float64, device=device)
-        return F.one_hot(torch.tensor(self.mask_id, device=device), self.num_states).double()
+        pi = torch.zeros(self.num_states, dtype=torch.float64, device=device)
+        pi[self.mask_id] = 1.0                          # one-hot at the mask, with no copy from the host
+        return pi
 
     def beta(self, t: int) -> float:
         """beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}, t in [1, T]."""
         return 1.0 - float(self.alpha_bar[t] / self.alpha_bar[t - 1])
 
     def _ab(self, t: Tensor) -> Tensor:
-        return self.alpha_bar.to(t.device)[t]                                 # (B,) float64
+        return self._alpha_bar_on(t.device)[t]                                # (B,) float64
+
+    def _alpha_bar_on(self, device: torch.device) -> Tensor:
+        """alpha_bar on `device`, copied there once: a copy from host memory at every step would
+        wait for the device (a sync per training step and per sampling step)."""
+        device = torch.device(device)
+        if self.alpha_bar.device == device:
+            return self.alpha_bar
+        cache = self.__dict__.setdefault("_alpha_bar_cache", {})
+        if device not in cache:
+            cache[device] = self.alpha_bar.to(device)
+        return cache[device]
 
     def q_probs(self, x0: Tensor, t: Tensor) -> Tensor:
         """q(x_t | x_0) = alpha_bar_t onehot(x_0) + (1 - alpha_bar_t) pi: (B, N, S) float64."""
@@ -279,7 +292,7 @@ class D3PMGenerator(Generator):
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
         x0 = self._tokens(tokens)                                              # (B, N)
         B, T = x0.shape[0], self.config.timesteps
         cond = self._condition(cond, B)
@@ -297,8 +310,9 @@ class D3PMGenerator(Generator):
         read = self.diffusion.reads_x0(x_t)
         loss_ce = (ce * read).sum() / read.sum().clamp(min=1)
         loss = loss_vb + self.config.hybrid_weight * loss_ce
-        return loss, {"loss": loss.item(), "loss_vb": loss_vb.item(), "loss_ce": loss_ce.item(),
-                      "elbo_bits_estimate": T * loss_vb.item() / math.log(2)}   # unbiased, minus the prior term (0)
+        # logs stay on the device (0-dim, detached): the loop reads them once per log_every steps
+        return loss, {"loss": loss.detach(), "loss_vb": loss_vb.detach(), "loss_ce": loss_ce.detach(),
+                      "elbo_bits_estimate": T * loss_vb.detach().double() / math.log(2)}   # unbiased, minus the prior term (0)
 
     @torch.no_grad()
     def elbo_bits(self, tokens: list[Tensor], cond: Any = None, *,

@@ -132,20 +132,26 @@ class MaskGITGenerator(Generator):
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
         seq = self._tokens(tokens)                                              # (B, N)
         B, N = seq.shape
         cond = self._condition(cond, B)
         drop = drop_mask(B, self.config.cond_dropout, seq.device, self.training) if cond is not None else None
-        n_mask = num_masked_for_training(self.config.mask_schedule, torch.rand(B), N).to(seq.device)   # (B,)
+        n_host = num_masked_for_training(self.config.mask_schedule, torch.rand(B), N)   # (B,), on the CPU
+        n_mask = n_host.to(seq.device)
         ranks = torch.rand(B, N, device=seq.device).argsort(dim=1).argsort(dim=1)  # a random order per row
         masked = ranks < n_mask[:, None]                                        # (B, N), n_mask True per row
         logits = self(torch.where(masked, self.mask_id, seq), self._embed_condition(cond, B, drop))
-        loss = F.cross_entropy(logits[masked].float(), seq[masked], label_smoothing=self.config.label_smoothing)
+        # logits[masked] without a device sync: the count of masked positions is known on the host,
+        # so nonzero_static gives the same positions in the same (row-major) order
+        where = torch.nonzero_static(masked.flatten(), size=int(n_host.sum())).squeeze(1)
+        picked, target = logits.flatten(0, 1)[where], seq.flatten()[where]
+        loss = F.cross_entropy(picked.float(), target, label_smoothing=self.config.label_smoothing)
         with torch.no_grad():
-            acc = (logits[masked].argmax(-1) == seq[masked]).float().mean()
-        return loss, {"loss": loss.item(), "masked_accuracy": acc.item(),
-                      "mask_ratio": n_mask.float().mean().item() / N}
+            acc = (picked.argmax(-1) == target).float().mean()
+        # logs stay on the device (0-dim, detached): the loop reads them once per log_every steps
+        return loss, {"loss": loss.detach(), "masked_accuracy": acc,
+                      "mask_ratio": n_host.float().mean().double() / N}
 
     # ------------------------------------------------------------------ sampling
 

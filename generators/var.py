@@ -259,7 +259,7 @@ class VARGenerator(Generator):
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, tokens: list[Tensor], cond: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
         seq = self._tokens(tokens)                                              # (B, N), checked
         maps = unflatten_tokens(seq, self.scales)
         B = seq.shape[0]
@@ -270,8 +270,9 @@ class VARGenerator(Generator):
         with torch.no_grad():
             last = logits[:, -self.scales[-1] ** 2:]
             acc = (last.argmax(-1) == seq[:, -self.scales[-1] ** 2:]).float().mean()
-        return loss, {"loss": loss.item(), "bits_per_token": loss.item() / math.log(2),
-                      "finest_accuracy": acc.item()}
+        # logs stay on the device (0-dim, detached): the loop reads them once per log_every steps
+        return loss, {"loss": loss.detach(), "bits_per_token": loss.detach().double() / math.log(2),
+                      "finest_accuracy": acc}
 
     @torch.no_grad()
     def nll_bits(self, tokens: list[Tensor], cond: Any = None) -> Tensor:

@@ -181,7 +181,7 @@ def test_the_trainer_trains_in_bf16_where_auto_picks_it(tmp_path, monkeypatch):
                          tensorboard=False, cpu=True)
     trainer = Trainer(ToyTask(dropout=0.0, noise=False), ToyDataset(n=8), config)
     assert trainer.accelerator.mixed_precision == "bf16" and trainer.fit()["precision"]["chosen"] == "bf16"
-    with pytest.raises(ValueError, match="mixed_precision must be one of auto, fp32"):
+    with pytest.raises(ValueError, match="mixed_precision.*must be one of auto, fp32"):
         Trainer(ToyTask(), ToyDataset(n=8), TrainConfig(out_dir=str(tmp_path), mixed_precision="half"))
 
 

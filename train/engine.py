@@ -25,6 +25,19 @@ warning and set aside (`checkpoint-<step>.damaged`); with none left the run refu
 damaged file (train/checkpoint.py). A missing RNG state is damage unless `allow_inexact_resume`.
 SIGTERM and SIGINT during fit() finish the current step, write a checkpoint and exit with 143 / 130
 (one line says where to resume from). One run writes to an out_dir at a time (`run.lock`).
+
+Accelerate as users configure it: with mixed_precision left at "auto", an ACCELERATE_MIXED_PRECISION
+that `accelerate launch` (its --mixed_precision flag or `accelerate config`'s file) set is used;
+an explicit mixed_precision (--mixed-precision) wins over both; the choice and where it came from
+are printed and recorded (trainer_state.json and fit()'s "precision"). Backward, gradient
+unscaling and clipping go through the Accelerator (which owns the fp16 GradScaler). FSDP and
+DeepSpeed are refused before training (the EMA and checkpoint code need whole parameters on each
+process): use DDP (`accelerate launch --multi_gpu`). Trackers: `report_to` (Accelerate's log_with).
+
+Host syncs: losses and logs stay on the device; the loop reads them once per log_every steps.
+Each step makes one small host read, the skip decision (a non-finite loss, or non-finite
+gradients without an fp16 scaler), which a step cannot be taken or skipped without; under fp16
+the GradScaler reads its own inf check as well.
 """
 from __future__ import annotations
 
@@ -37,6 +50,7 @@ import signal
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -46,7 +60,10 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import (
+    DistributedType,
     GradientAccumulationPlugin,
+    LoggerType,
+    ProjectConfiguration,
     broadcast_object_list,
     gather_object,
     is_tensorboard_available,
@@ -88,7 +105,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-time budget across resumes; when spent: checkpoint and stop (0 = none)
     batch_size: int = 32  # per process and micro-batch: a step sees batch_size * processes * grad_accum items
     grad_accum: int = 1  # micro-batches whose gradients are summed into one optimizer step
-    mixed_precision: str = field(default="auto", metadata={"choices": CHOICES})  # auto: bf16 where the device runs it fast, else fp32; fp16 needs CUDA
+    mixed_precision: str = field(default="auto", metadata={"choices": CHOICES})  # auto: ACCELERATE_MIXED_PRECISION if accelerate launch / accelerate config set it, else bf16 where the device runs it fast, else fp32; fp16 needs CUDA
     lr: float = 3e-4  # base learning rate: the task builds its optimizers from it
     grad_clip: float = 1.0  # max gradient norm, per optimizer; 0 = no clipping (the norm is still logged)
     ema_decay: float = 0.0  # EMA of the weights, updated after every optimizer step; 0 = off
@@ -101,12 +118,14 @@ class TrainConfig:
     seed: int = 0  # seeds python/numpy/torch (plus the process index) and the data order
     resume: str | None = "auto"  # "auto": latest complete checkpoint in out_dir, if any; a path; None: afresh
     allow_inexact_resume: bool = False  # resume even if the checkpoint's RNG state is missing or unreadable: the run then no longer matches a straight run bit for bit
-    num_workers: int = 0  # DataLoader worker processes per training process
+    num_workers: int | None = None  # DataLoader workers per training process; none = the dataset's default per device (tokgen.data.default_num_workers: 0 for data held in memory)
     shuffle: bool = True  # a new order every epoch, a function of (seed, epoch) only
     max_nonfinite: int = 5  # raise NonFiniteError after this many skipped (NaN/inf) steps in a row
     find_unused_parameters: bool = False  # DDP: set when some trained parameters get no gradient in a step
     cpu: bool = False  # train on the CPU even when a GPU is visible
-    tensorboard: bool = True  # log to TensorBoard when the package is installed
+    tensorboard: bool = True  # with report_to auto: log to TensorBoard when the package is installed
+    report_to: str = "auto"  # trackers (Accelerate's log_with): auto (TensorBoard when installed and tensorboard is true), none, all, or a comma list of tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio
+    compile: bool = False  # torch.compile the trained modules' forward (the training losses); the first steps are slow while it compiles
 
 
 class TrainTask:
@@ -202,15 +221,20 @@ class Trainer:
         self.task, self.dataset, self.config = task, dataset, config
         self._time_fraction = 0.0  # read by learning-rate schedules built in configure_optimizers
         cpu = config.cpu or _cpu_only_multiprocess() or parse_flag_from_env("ACCELERATE_USE_CPU")
+        _refuse_sharding_from_env()
+        self.trackers = _trackers(config)
         self.precision = _agreed_precision(config.mixed_precision, cpu)
-        self.accelerator = _make_accelerator(config, cpu, self.precision.accelerate_mixed_precision)
-        self.accelerator.print(f"precision: {self.precision}")
+        self.accelerator = _make_accelerator(config, cpu, self.precision.accelerate_mixed_precision, self.trackers)
+        _refuse_sharding(self.accelerator.distributed_type)
+        self.accelerator.print(f"precision: {self.precision} [from {self.precision.source}]")
         self._device = self.accelerator.device  # accelerate's state is process-wide: keep ours
         set_seed(config.seed, device_specific=True)  # different dropout/noise on each process
         modules = task.trainable_modules()
         _check_modules(modules)
         # sorted, so that checkpoint files (model.safetensors, model_1, ...) map to names stably
         self.modules = {n: self.accelerator.prepare(modules[n]) for n in sorted(modules)}
+        if config.compile:
+            _compile_modules(self.modules, self.accelerator)
         if hasattr(task, "setup"):
             task.setup(self)
         specs = task.configure_optimizers(dict(self.modules), config)
@@ -275,6 +299,8 @@ class Trainer:
             self._signals = _StopSignals(install=False)
             if lock is not None:
                 lock.release()
+            if hasattr(self.dataset, "report_skipped"):      # unreadable files met by this process's workers
+                self.dataset.report_skipped()
         if logs["stopped"] in ("SIGTERM", "SIGINT"):
             if acc.is_main_process:
                 print(f"stopped by {logs['stopped']} at step {self.step}: checkpoint {self.checkpoint}; "
@@ -288,8 +314,9 @@ class Trainer:
             remove_stale_temp(cfg.out_dir)  # only now that the lock is ours: never a live run's
         acc.wait_for_everyone()
         self._resume()
-        if acc.log_with:
-            acc.init_trackers("tensorboard", config=_flat_config(cfg))
+        if acc.log_with:  # TensorBoard writes under out_dir/tensorboard/tokgen
+            acc.init_trackers("tokgen", config=_flat_config(cfg),
+                              init_kwargs={"wandb": {"name": Path(cfg.out_dir).resolve().name}})
         for module in self.modules.values():
             module.train()
         stopped = "max_steps"
@@ -319,7 +346,7 @@ class Trainer:
             for tracker in acc.trackers:  # not acc.end_training(): it destroys the process group
                 tracker.finish()
             for module in self.modules.values():  # take accelerate's autocast wrapper off forward()
-                acc.unwrap_model(module, keep_fp32_wrapper=False)
+                acc.unwrap_model(module, keep_fp32_wrapper=False)._compiled_call_impl = None  # and --compile
         return {**self.last_logs, "step": self.step, "stopped": stopped, "checkpoint": str(self.checkpoint),
                 "nonfinite_steps": self.nonfinite_total, "minutes": self._elapsed() / 60,
                 "precision": self.precision.to_dict()}
@@ -382,7 +409,8 @@ class Trainer:
             self._save()
 
     def _train_step(self, batches) -> bool:
-        """One optimizer step over grad_accum micro-batches; returns whether the time budget is spent."""
+        """One optimizer step over grad_accum micro-batches; returns whether the time budget is spent.
+        Losses and logs stay on the device; the one host read is the skip decision (_agree_on_step)."""
         acc, cfg = self.accelerator, self.config
         active: set[str] = set()
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
@@ -393,21 +421,45 @@ class Trainer:
                 with acc.autocast():
                     losses, logs = self.task.losses(batch, self.step)
                 for name, loss in self._checked_losses(losses).items():
-                    acc.backward(loss)
+                    acc.backward(loss)  # scales the loss under fp16
                     active.add(name)
-                tensors = [v.detach().float() for v in losses.values() if torch.is_tensor(v)]
+                tensors = [v.detach().float().to(self.device) for v in losses.values() if torch.is_tensor(v)]
                 if tensors:
                     nonfinite |= ~torch.isfinite(torch.stack(tensors)).all()
             step_logs.add({f"loss/{n}": v for n, v in losses.items() if torch.is_tensor(v)})
             step_logs.add(logs or {})
         if not acc.sync_gradients:
             raise RuntimeError("gradient accumulation is out of step: another Accelerator was used meanwhile")
-        nonfinite, time_up = self._agree_on_step(bool(nonfinite))
+        names = [n for n in self.optimizers if n in active]
+        if acc.scaler is None:
+            # clip first (on the device; a skipped step's gradients are dropped anyway), so that a
+            # non-finite loss and non-finite gradients are read in the same single host read
+            norms = self._clip(names)
+            bad_grads = (~torch.isfinite(torch.stack(list(norms.values()))).all() if norms
+                         else torch.zeros((), dtype=torch.bool, device=self.device))
+            nonfinite, bad_grads, time_up = self._agree_on_step(nonfinite, bad_grads)
+        else:  # fp16: unscale only a step that will be taken (the scaler reads its own inf check)
+            nonfinite, _, time_up = self._agree_on_step(nonfinite)
+            norms, bad_grads = (self._clip(names) if not nonfinite else {}), False
         if nonfinite:
             self._skip_step("a non-finite loss", step_logs)
+        elif bad_grads:
+            self._skip_step("non-finite gradients", step_logs)
         else:
-            self._optimizer_step(active, step_logs)
+            self._optimizer_step(names, norms, step_logs)
         return time_up
+
+    def _clip(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """Each optimizer's gradient norm (clipped to grad_clip), through the Accelerator; under fp16
+        every optimizer is unscaled first, with the same scale (tensors on the device, no sync)."""
+        acc = self.accelerator
+        if acc.scaler is not None and names:
+            acc.unscale_gradients([self.optimizers[n] for n in names])
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        # Accelerator.clip_grad_norm_ unscales all its optimizers again (an error for those unscaled
+        # already, and wrong for those that sit out): ours are unscaled above, so it must not.
+        with _no_second_unscale(acc):
+            return {n: acc.clip_grad_norm_(_params(self.optimizers[n]), max_norm) for n in names}
 
     def _checked_losses(self, losses: dict) -> dict[str, torch.Tensor]:
         """The losses to backpropagate: scalar tensors with a graph; None or 0 means 'sit out'."""
@@ -430,17 +482,9 @@ class Trainer:
             out[name] = loss
         return out
 
-    def _optimizer_step(self, active: set[str], step_logs: "_Window") -> None:
+    def _optimizer_step(self, names: list[str], norms: dict, step_logs: "_Window") -> None:
         acc, scaler = self.accelerator, self.accelerator.scaler
-        names = [n for n in self.optimizers if n in active]
-        if scaler is not None:  # unscale every optimizer with the same scale, before any update()
-            acc.unscale_gradients([self.optimizers[n] for n in names])
-        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
-        norms = {n: torch.nn.utils.clip_grad_norm_(_params(self.optimizers[n]), max_norm) for n in names}
-        finite = dict(zip(names, torch.isfinite(torch.stack(list(norms.values()))).tolist())) if names else {}
-        if scaler is None and not all(finite.values()):
-            self._skip_step("non-finite gradients", step_logs)
-            return
+        stepped = dict.fromkeys(names, True)
         if scaler is not None and names:
             # Not AcceleratedOptimizer.step(): it calls scaler.update() after each optimizer, which
             # makes the scaler forget that the next ones were unscaled already (and may change the
@@ -448,12 +492,14 @@ class Trainer:
             for n in names:
                 scaler.step(self.optimizers[n].optimizer)
             scaler.update()
-            self.scaler_skips += not all(finite.values())
-        elif scaler is None:
+            finite = torch.isfinite(torch.stack(list(norms.values()))).tolist()  # the scaler synced already
+            stepped = dict(zip(names, finite))
+            self.scaler_skips += not all(finite)
+        else:
             for n in names:
                 self.optimizers[n].step()
         for n, scheduler in self.schedulers.items():
-            if finite.get(n, False):  # its optimizer stepped (was on, and not skipped by the scaler)
+            if stepped.get(n, False):  # its optimizer stepped (was on, and not skipped by the scaler)
                 scheduler.step()
         for n, average in self.ema.items():
             average.update(self.unwrap(n))
@@ -499,7 +545,14 @@ class Trainer:
         # The loader's own generator (not the global RNG) seeds the workers, so making a loader
         # mid-run (after a resume) draws nothing from the training RNG streams.
         g = torch.Generator().manual_seed(_derived_seed(cfg.seed, epoch, salt=1 + acc.process_index))
-        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.num_workers, generator=g,
+        if hasattr(self.dataset, "set_epoch"):       # augmentation seeded by (seed, epoch, index)
+            self.dataset.set_epoch(epoch)
+        workers = cfg.num_workers
+        if workers is None:
+            from tokgen.data import default_num_workers
+
+            workers = default_num_workers(self.dataset, self.device, acc.num_processes)
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, generator=g,
                           pin_memory=self.device.type == "cuda", worker_init_fn=_ignore_stop_signals,
                           collate_fn=getattr(self.task, "collate", None))
 
@@ -699,22 +752,29 @@ class Trainer:
         the same number on every process. Learning-rate schedules follow it (train/schedule.py)."""
         return self._time_fraction
 
-    def _agree_on_step(self, nonfinite: bool) -> tuple[bool, bool]:
-        """One collective per step: every process must agree to skip a step (a non-finite loss
-        anywhere) or to stop (time up anywhere), and on the time fraction (the mean over
-        processes), so that their learning rates stay identical."""
+    def _agree_on_step(self, nonfinite: torch.Tensor, bad_grads: torch.Tensor | None = None
+                       ) -> tuple[bool, bool, bool]:
+        """The step's one host read (and one collective under several processes): every process
+        must agree to skip a step (a non-finite loss anywhere; non-finite gradients, which DDP made
+        the same everywhere) or to stop (time up anywhere), and on the time fraction (the mean over
+        processes), so that their learning rates stay identical. Returns (non-finite loss,
+        non-finite gradients, time up)."""
         budget = self.config.max_minutes * 60
         fraction = self._elapsed() / budget if budget > 0 else 0.0
         received = self._signals.received
-        flags = [float(nonfinite), float(self._time_is_up()), fraction,
-                 float(received == signal.SIGTERM), float(received == signal.SIGINT)]
+        host = [float(self._time_is_up()), fraction, float(received == signal.SIGTERM),
+                float(received == signal.SIGINT)]
+        on_device = [nonfinite, bad_grads if bad_grads is not None else torch.zeros_like(nonfinite)]
         if self.accelerator.num_processes > 1:
-            total = self.accelerator.reduce(torch.tensor(flags, device=self.device), reduction="sum").tolist()
-            flags = [total[0], total[1], total[2] / self.accelerator.num_processes, total[3], total[4]]
-        self._time_fraction = min(1.0, flags[2])
+            flags = torch.cat([torch.stack(on_device).float(), torch.tensor(host, device=self.device)])
+            flags = self.accelerator.reduce(flags, reduction="sum").tolist()
+            flags[3] /= self.accelerator.num_processes
+        else:
+            flags = [float(v) for v in torch.stack(on_device).tolist()] + host
+        self._time_fraction = min(1.0, flags[3])
         # SIGTERM (a preemption) wins over SIGINT if the processes got different ones
-        self._agreed_signal = signal.SIGTERM if flags[3] > 0 else signal.SIGINT if flags[4] > 0 else 0
-        return flags[0] > 0, flags[1] > 0
+        self._agreed_signal = signal.SIGTERM if flags[4] > 0 else signal.SIGINT if flags[5] > 0 else 0
+        return flags[0] > 0, flags[1] > 0, flags[2] > 0
 
     def _any_process(self, *flags: bool) -> list[bool]:
         """For each flag: is it set on any process? (one all-reduce; none on a single process)"""
@@ -725,7 +785,9 @@ class Trainer:
 
 
 class _Window:
-    """Running sums of logged values (tensors stay on the device until they are read)."""
+    """Running sums of logged values. Tensors stay on the device, summed in float64 (float32 on
+    MPS, which has no float64) until `means()` reads them all at once (one host read per device):
+    the same numbers as summing their .item() values in Python."""
 
     def __init__(self):
         self.sums: dict[str, Any] = {}
@@ -735,7 +797,11 @@ class _Window:
         for key, v in values.items():
             if v is None:
                 continue
-            v = v.detach().float() if torch.is_tensor(v) else float(v)
+            if torch.is_tensor(v):
+                v = v.detach()
+                v = v.float() if v.device.type == "mps" else v.double()
+            else:
+                v = float(v)
             self.sums[key] = self.sums.get(key, 0.0) + v
             self.counts[key] = self.counts.get(key, 0) + 1
 
@@ -745,7 +811,35 @@ class _Window:
             self.counts[key] = self.counts.get(key, 0) + other.counts[key]
 
     def means(self) -> dict[str, float]:
-        return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        sums = dict(self.sums)
+        by_device: dict[torch.device, list[str]] = {}
+        for key, v in sums.items():
+            if torch.is_tensor(v):
+                by_device.setdefault(v.device, []).append(key)
+        for keys in by_device.values():
+            read = torch.stack([sums[k].reshape(()) for k in keys]).tolist()
+            sums.update(zip(keys, read))
+        return {k: float(v) / self.counts[k] for k, v in sums.items()}
+
+
+PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"  # set by `accelerate launch` (its flag, or the config file)
+
+
+def _requested_precision(configured: str) -> tuple[str, str, str]:
+    """(the precision to resolve, where that came from, the flag to name in messages): an explicit
+    mixed_precision wins; "auto" defers to ACCELERATE_MIXED_PRECISION where that is set, and
+    otherwise to the device's choice (train/precision.py)."""
+    env = os.environ.get(PRECISION_ENV, "").strip()
+    if configured != "auto":
+        return configured, "mixed_precision (--mixed-precision)", "--mixed-precision"
+    if not env:
+        return "auto", "auto: the device's choice", "--mixed-precision"
+    if env.lower() not in CHOICES:
+        raise ConfigValueError("mixed_precision", f"{PRECISION_ENV}={env}",
+                               f"tokgen trains in one of {', '.join(c for c in CHOICES if c != 'auto')}: change "
+                               "`accelerate launch --mixed_precision` (or `accelerate config`), or pass "
+                               "--mixed-precision bf16|fp16|fp32, which wins over it")
+    return env, f"{PRECISION_ENV}={env} (accelerate launch / accelerate config)", PRECISION_ENV
 
 
 def _agreed_precision(requested: str, cpu: bool) -> Choice:
@@ -754,11 +848,40 @@ def _agreed_precision(requested: str, cpu: bool) -> Choice:
     probe could time differently, and the processes must autocast alike."""
     _allow_new_device(cpu)
     state = PartialState(cpu=cpu)
-    choice = resolve_precision(requested, state.device, flag="--mixed-precision")
+    requested, source, flag = _requested_precision(requested)
+    choice = dataclasses.replace(resolve_precision(requested, state.device, flag=flag), source=source)
     return broadcast_object_list([choice])[0] if state.num_processes > 1 else choice
 
 
-def _make_accelerator(config: TrainConfig, cpu: bool, mixed_precision: str) -> Accelerator:
+def _trackers(config: TrainConfig) -> list[str]:
+    """Accelerate's log_with for `config.report_to`: "auto" keeps TensorBoard when it is installed
+    (and `tensorboard` is true), quietly nothing otherwise; a tracker named explicitly must be
+    installed (a ConfigValueError names the package to install)."""
+    value = str(config.report_to).strip().lower()
+    if value == "auto":
+        return ["tensorboard"] if config.tensorboard and is_tensorboard_available() else []
+    if value in ("none", ""):
+        return []
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    known = [t for t in LoggerType.list()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigValueError("report_to", config.report_to,
+                               f"unknown tracker {', '.join(unknown)}: choose auto, none, or from {', '.join(known)}")
+    if "all" in names:
+        return ["all"]  # every installed tracker (accelerate's choice)
+    import accelerate.utils as accelerate_utils
+
+    missing = [n for n in names if not getattr(accelerate_utils, f"is_{n}_available")()]
+    if missing:
+        raise ConfigValueError("report_to", config.report_to,
+                               f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
+                               f"`pip install {' '.join(missing)}`, "
+                               "or leave it out (--report-to none)")
+    return names
+
+
+def _make_accelerator(config: TrainConfig, cpu: bool, mixed_precision: str, trackers: list[str]) -> Accelerator:
     _allow_new_precision(mixed_precision)
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)]
     return Accelerator(
@@ -769,10 +892,51 @@ def _make_accelerator(config: TrainConfig, cpu: bool, mixed_precision: str) -> A
         # schedulers step once per optimizer step, not once per process as accelerate does by default
         step_scheduler_with_optimizer=False,
         cpu=cpu,
-        log_with="tensorboard" if config.tensorboard and is_tensorboard_available() else None,
-        project_dir=config.out_dir,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=config.out_dir,
+                                            logging_dir=str(Path(config.out_dir) / "tensorboard")),
         kwargs_handlers=handlers,
     )
+
+
+_SHARDED_FIX = ("tokgen's EMA weights and checkpoints need every parameter whole on each process: train with "
+                "DDP instead (`accelerate launch --multi_gpu`, or `accelerate config` with multi-GPU and no "
+                "FSDP/DeepSpeed)")
+
+
+def _refuse_sharding_from_env() -> None:
+    """FSDP / DeepSpeed asked for by `accelerate launch --use_fsdp / --use_deepspeed` (or its config
+    file): refused before any Accelerator is built (DeepSpeed's would need the package)."""
+    for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if parse_flag_from_env(env):
+            raise ValueError(f"{name} is not supported ({env} is set, by accelerate launch or its config): "
+                             f"{_SHARDED_FIX}")
+
+
+def _refuse_sharding(distributed_type) -> None:
+    if distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ValueError(f"accelerate's distributed type is {distributed_type.value}, which tokgen does not "
+                         f"support: {_SHARDED_FIX}")
+
+
+@contextlib.contextmanager
+def _no_second_unscale(accelerator: Accelerator):
+    """Accelerator.clip_grad_norm_ with its unscale_gradients() call turned off (the loop has
+    unscaled the optimizers that step, once, itself)."""
+    accelerator.unscale_gradients = lambda optimizer=None: None
+    try:
+        yield
+    finally:
+        del accelerator.unscale_gradients
+
+
+def _compile_modules(modules: dict[str, nn.Module], accelerator: Accelerator) -> None:
+    """torch.compile each trained module's forward in place (nn.Module.compile): parameter names,
+    state dicts, the DDP wrapper and checkpoints stay as they are; fit() takes it off at the end."""
+    if not hasattr(torch, "compile"):
+        raise ValueError("compile=True needs torch.compile (PyTorch >= 2.0): upgrade torch or leave --compile off")
+    for module in modules.values():
+        accelerator.unwrap_model(module).compile()
 
 
 # A second Trainer in one program (a tokenizer, then generators) may use another device or
@@ -822,7 +986,7 @@ def check_train_config(train: TrainConfig) -> None:
         ("seed", at_least(0), "the seed must be a whole number >= 0"),
         ("num_workers", at_least(0), "must be >= 0 DataLoader workers"),
         ("max_nonfinite", at_least(1), "must be >= 1 step"),
-    ], integers=_TRAIN_INTS)
+    ], integers=_TRAIN_INTS, optional=("num_workers",))
     if train.mixed_precision not in CHOICES:
         raise ConfigValueError("mixed_precision", train.mixed_precision, f"must be one of {', '.join(CHOICES)}")
     if not isinstance(train.ema_modules, (tuple, list)) or not all(isinstance(m, str) for m in train.ema_modules):

@@ -51,6 +51,7 @@ class Choice:
     why: str                        # a short sentence, for logs and reports
     device: str = "cpu"
     probe: dict | None = field(default=None, compare=False)  # measured GFLOP/s, where the probe ran
+    source: str = field(default="", compare=False)  # where `requested` came from (the trainer fills it: a flag, ACCELERATE_MIXED_PRECISION, auto)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -138,6 +138,8 @@ def _encode_shards(tokenizer, ds, plan: dict, split: str, config: ExtractConfig,
                 with open(log, "a") as f:
                     f.write(f"{time.time():.3f} rank {os.environ.get('RANK', '0')} wrote {split} shard {k}\n")
             current, maps = None, []
+    if hasattr(ds, "report_skipped"):        # unreadable files this process's loader met, one warning
+        ds.report_skipped()
     return {"encoded": len(todo), "kept": kept}
 
 
