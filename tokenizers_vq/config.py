@@ -37,8 +37,11 @@ class TokenizerConfig:
     use_cosine_sim: bool = False              # l2-normalised codes and inputs (cosine lookup); vq only
     learnable_codebook: bool = False          # codes learned by gradient; False = EMA updates
     ema_decay: float = 0.99                   # EMA decay of the codebook statistics
-    kmeans_init: bool = True                  # k-means init of the codebook on the first batch
+    kmeans_init: bool = True                  # k-means init of the codebook (see kmeans_init_vectors)
     kmeans_iters: int = 10                    # Lloyd iterations of that init
+    # vectors that init sees, gathered over as many training batches as it takes (summed over
+    # processes under DDP), the quantizer passing its input through until then; 0 = the first batch
+    kmeans_init_vectors: int = 0
     threshold_ema_dead_code: float = 2.0      # codes whose EMA usage falls below this are restarted; 0 = off
     commitment_weight: float = 0.25           # beta of the commitment term ||z_e - sg[z_q]||^2
     rotation_trick: bool = False              # vq: rotation-trick gradients (Fifty 2024) instead of straight-through

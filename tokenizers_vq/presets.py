@@ -141,25 +141,65 @@ _shapes("shapes-tiny-lfq", quantizer="lfq", lfq_bits=8)
 
 # --- imagenet: 256x256, for GPUs
 
-# VQGAN on ImageNet; perceptual_weights must still point at a local VGG16 file.
-_IMAGENET_LOSS = LossConfig(disc_start=20_000)
-# VQGAN/LlamaGen-style settings, in bf16 where the GPU has it (auto).
-_IMAGENET_TRAINING = {"batch_size": 16, "lr": 1e-4, "mixed_precision": "auto", "ema_decay": 0.999,
-                      "save_every": 5000, "sample_every": 2000}
+# LlamaGen's tokenizer recipe (Sun et al., "Autoregressive Model Beats Diffusion: Llama for Scalable
+# Image Generation", 2024; FoundationVision/LlamaGen @ce98ec4, tokenizer/tokenizer_image/vq_train.py,
+# "vq_train.py:N" below; vq_loss.py for what vq_train.py leaves at VQLoss's defaults).
+_IMAGENET_LOSS = LossConfig(
+    reconstruction="l2",          # vq_train.py:290 --reconstruction-loss l2
+    reconstruction_weight=1.0,    # vq_train.py:289 --reconstruction-weight 1.0
+    perceptual_weight=1.0,        # vq_train.py:291 --perceptual-weight 1.0 (lpips.py: VGG16 + vgg_lpips lin layers)
+    require_perceptual=True,      # the recipe has no run without LPIPS: refuse to start without its weights
+    quantizer_weight=1.0,         # vq_train.py:286 --codebook-weight 1.0 (commitment beta: TokenizerConfig, :288)
+    disc_weight=0.5,              # vq_train.py:292 --disc-weight 0.5
+    disc_start=20_000,            # vq_train.py:293 --disc-start 20000
+    adaptive_disc_weight=False,   # vq_loss.py:51 disc_adaptive_weight=False (vq_train.py:92-103 leaves it)
+    disc_loss_weight=0.5,         # vq_loss.py:160 the discriminator's hinge loss times disc_weight
+    disc_channels=64,             # vq_loss.py:50 disc_dim=64, PatchGAN (vq_train.py:294), hinge (:295, :296)
+    disc_layers=3,                # vq_loss.py:51 disc_num_layers=3
+)
 
-# VQGAN f16 (Esser et al. 2021, taming's imagenet f16 config) with the ViT-VQGAN / LlamaGen codebook:
-# 16384 codes looked up in 8 l2-normalised dims.
+# Per process: 16 x 8 GPUs = vq_train.py:308's global batch 128 (scripts/tokenizer/train_vq.sh runs
+# torchrun with one process per GPU); on fewer GPUs raise --grad-accum (or --batch-size) to keep 128.
+_IMAGENET_TRAINING = {
+    "batch_size": 16,
+    "lr": 1e-4,                   # vq_train.py:303 --lr 1e-4, constant (no scheduler in vq_train.py)
+    "lr_schedule": "constant", "warmup_steps": 0,
+    # vq_train.py:110-111 torch.optim.Adam(betas=(0.9, 0.95)) for the autoencoder and discriminator
+    # (:305-306). Its --weight-decay 5e-2 (:304) is parsed but never used; the paper's text says AdamW
+    # with weight decay 0.05: pass weight_decay=0.05 for that.
+    "beta1": 0.9, "beta2": 0.95, "weight_decay": 0.0,
+    "grad_clip": 1.0,             # vq_train.py:307 --max-grad-norm 1.0
+    "mixed_precision": "auto",    # vq_train.py:314 bf16: auto picks bf16 where the GPU runs it
+    "ema_decay": 0.0,             # vq_train.py:282 --ema is off unless asked for
+    "max_steps": 400_000,         # vq_train.py:302 40 epochs x 1,281,167 images / 128 ~ 400k steps
+    "save_every": 5000,           # vq_train.py:312 --ckpt-every 5000
+    "log_every": 100,             # vq_train.py:311 --log-every 100
+    "sample_every": 2000,
+    # vq_train.py:114-116: random crop (dataset/augmentation.py:29 random_crop_arr) and horizontal
+    # flip; image folders and hub datasets take it as their `augment` option
+    "augment": "crop_flip",
+}
+
+# LlamaGen VQ-16 (vq_model.py VQ_16: ch 128, ch_mult 1,1,2,2,4, 2 res blocks, attention at 16x16 and
+# in the middle, z 256) with its codebook (vq_train.py:283-285, :288: 16384 codes, 8 l2-normalised
+# dims, beta 0.25).  Unlike LlamaGen (codes learned by gradient from a uniform init) the codes
+# are EMA-updated, k-means initialised on 20 vectors per code (327,680: 80 batches of 16 x 256 tokens
+# on one process, 10 on eight) and dead codes restarted.
 register_preset(TokenizerPreset("imagenet-256", TokenizerConfig(
     image_size=256, base_width=128, channel_mults=(1, 1, 2, 2, 4), num_res_blocks=2,
     attn_resolutions=(16,), mid_attention=True, z_channels=256, quantizer="vq",
     codebook_size=16384, codebook_dim=8, use_cosine_sim=True, kmeans_init=True,
-    threshold_ema_dead_code=2.0,
+    kmeans_init_vectors=20 * 16384, threshold_ema_dead_code=2.0, commitment_weight=0.25,
 ), _IMAGENET_LOSS, _IMAGENET_TRAINING))
 
-# VAR's tokenizer (Tian et al. 2024, vqvae.py: ch 160, z 32, V 4096, f16, 10 scales, 4 shared phis).
+# VAR's tokenizer (Tian et al. 2024, vqvae.py: ch 160, z 32, V 4096, f16, 10 scales, 4 shared phis,
+# beta 0.25).  VAR released no tokenizer training code; its paper (Sec. 3.2) trains it with "L2
+# reconstruction + ||f - f_hat|| + perceptual (LPIPS) + GAN" without weights, so the weights and
+# the training settings are LlamaGen's above.  k-means on 20 vectors per code (each image gives
+# 680, one per token of its residual pyramid: 8 batches of 16).
 register_preset(TokenizerPreset("imagenet-256-var", TokenizerConfig(
     image_size=256, base_width=160, channel_mults=(1, 1, 2, 2, 4), num_res_blocks=2,
     attn_resolutions=(16,), mid_attention=True, z_channels=32, quantizer="msvq",
     codebook_size=4096, scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), phi_count=4, phi_ratio=0.5,
-    kmeans_init=True, threshold_ema_dead_code=2.0,
+    kmeans_init=True, kmeans_init_vectors=20 * 4096, threshold_ema_dead_code=2.0, commitment_weight=0.25,
 ), _IMAGENET_LOSS, _IMAGENET_TRAINING))

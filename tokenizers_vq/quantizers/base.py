@@ -116,6 +116,9 @@ def check_vq_codebook(cfg: TokenizerConfig) -> None:
     """The checks of a vector-quantize-pytorch codebook (VQ and multi-scale VQ)."""
     if cfg.codebook_size < 2:
         raise ValueError(f"codebook_size must be >= 2, got {cfg.codebook_size}")
+    if cfg.kmeans_init_vectors < 0 or (cfg.kmeans_init_vectors and not cfg.kmeans_init):
+        raise ValueError(f"kmeans_init_vectors must be >= 0 and needs kmeans_init=True (0 = the first batch), "
+                         f"got {cfg.kmeans_init_vectors} with kmeans_init={cfg.kmeans_init}")
     if cfg.use_cosine_sim and cfg.learnable_codebook:
         raise ValueError("use_cosine_sim needs the EMA codebook (vector-quantize-pytorch cannot learn "
                          "cosine codes by gradient); set learnable_codebook=False")
@@ -133,10 +136,32 @@ def full_precision(device: torch.device):
 def codebook_stats(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
     """(usage, perplexity) of one batch of ids: the share of codes used at least once, and
     exp(entropy) of the code histogram (codebook_size when every code is equally used)."""
-    counts = torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
+    flat = indices.reshape(-1)
+    # scatter_add, not bincount: a fixed output shape (bincount's depends on the largest id), so
+    # torch.compile traces it without a graph break
+    counts = torch.zeros(codebook_size, device=indices.device).scatter_add_(
+        0, flat, torch.ones(flat.shape, device=indices.device))
     probs = counts / counts.sum().clamp_min(1.0)
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum()
     return (counts > 0).float().mean(), entropy.exp()
+
+
+def pass_through(quantizer: Quantizer, z: Tensor) -> QuantizerOutput:
+    """The output of a quantizer whose codebook is still gathering vectors for its k-means init
+    (`CodebookInit`): z unquantized, ids all 0, a zero loss that still reaches every parameter (so
+    DDP's gradient bookkeeping sees a normal step)."""
+    b = z.shape[0]
+    indices = [torch.zeros(b, s, s, dtype=torch.long, device=z.device) for s in quantizer.scales]
+    loss = z.new_zeros((), dtype=torch.float32)
+    for p in quantizer.parameters():
+        if p.requires_grad:
+            loss = loss + 0.0 * p.sum()
+    usage, perplexity = codebook_stats(indices[-1], quantizer.codebook_size)
+    stats = {"usage": usage, "perplexity": perplexity}
+    if len(indices) > 1:
+        for s in quantizer.scales:
+            stats[f"usage/{s}x{s}"], stats[f"perplexity/{s}x{s}"] = usage, perplexity
+    return QuantizerOutput(z.float(), indices, loss, stats)
 
 
 def vector_quantize(dim: int, codebook_size: int, *, learnable_codebook: bool, ema_decay: float,

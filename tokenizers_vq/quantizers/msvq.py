@@ -30,7 +30,8 @@ interpolate(mode="area") computes) and per-scale indices with `get_output_from_i
 - its phi selection (round(pos * (n - 1))) differs from VAR's for some scales, and it has no
   public per-scale `lookup` / upsample-and-refine step for the VAR generator.
 Here: bicubic upsampling; k-means init on the residual pyramid of the first batch (every scale's
-residual, as if the coarser scales were exact); scales 1..K-1 accumulate codebook statistics and
+residual, as if the coarser scales were exact), or of as many batches as `kmeans_init_vectors`
+takes (kmeans.py; the input passes through unquantized until then); scales 1..K-1 accumulate codebook statistics and
 the last one applies a single EMA step and dead-code pass (`accum_ema_update`); every
 VectorQuantize option passes through; `sync_codebook` works as in VectorQuantize.
 
@@ -52,8 +53,9 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..config import TokenizerConfig
-from .base import (Quantizer, QuantizerOutput, check_vq_codebook, codebook_stats, full_precision, register_quantizer,
-                   vector_quantize)
+from .base import (Quantizer, QuantizerOutput, check_vq_codebook, codebook_stats, full_precision, pass_through,
+                   register_quantizer, vector_quantize)
+from .kmeans import CodebookInit
 
 
 class Phi(nn.Module):
@@ -110,6 +112,7 @@ class MultiScaleVQ(Quantizer):
         ema_decay: float = 0.99,
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
+        kmeans_init_vectors: int = 0,
         threshold_ema_dead_code: float = 2.0,
         commitment_weight: float = 0.25,
         sync_codebook: bool | None = None,
@@ -127,6 +130,10 @@ class MultiScaleVQ(Quantizer):
         )
         self.phis = nn.ModuleList([Phi(dim, phi_ratio) for _ in range(phi_count)])
         self.phi_of_scale = phi_indices(len(self.scales), phi_count)
+        # the codebook's init state, cached on the host (no sync per step); 0 vectors: the first batch
+        self.kmeans = CodebookInit(kmeans_init_vectors) if kmeans_init else None
+        self.kmeans_iters = kmeans_iters
+        self.register_load_state_dict_post_hook(lambda module, _: module.kmeans and module.kmeans.reset())
 
     @classmethod
     def from_config(cls, cfg: TokenizerConfig) -> "MultiScaleVQ":
@@ -135,7 +142,7 @@ class MultiScaleVQ(Quantizer):
             phi_count=cfg.phi_count, phi_ratio=cfg.phi_ratio, codebook_dim=cfg.codebook_dim,
             learnable_codebook=cfg.learnable_codebook, ema_decay=cfg.ema_decay,
             kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters,
-            threshold_ema_dead_code=cfg.threshold_ema_dead_code,
+            kmeans_init_vectors=cfg.kmeans_init_vectors, threshold_ema_dead_code=cfg.threshold_ema_dead_code,
             commitment_weight=cfg.commitment_weight, sync_codebook=cfg.sync_codebook,
         )
 
@@ -191,10 +198,11 @@ class MultiScaleVQ(Quantizer):
                 f"the last scale must equal the encoder's token map"
             )
         num_scales = len(self.scales)
+        if self.kmeans is not None and self.kmeans.pending(self.vq._codebook) and not self._kmeans_init(f):
+            return pass_through(self, f)
         with full_precision(f.device):
             f = f.float()
             f_nograd = f.detach()
-            self._maybe_kmeans_init(f_nograd)
             rest, f_hat = f_nograd, torch.zeros_like(f_nograd)
             indices, loss, stats = [], f.new_zeros(()), {}
             for k, s in enumerate(self.scales):
@@ -231,16 +239,26 @@ class MultiScaleVQ(Quantizer):
         return f_hat
 
     @torch.no_grad()
-    def _maybe_kmeans_init(self, f: Tensor) -> None:
-        """k-means on every scale's residual of this batch, before VectorQuantize would run it on
-        the first (1x1) scale alone."""
+    def _kmeans_init(self, f: Tensor) -> bool:
+        """k-means on every scale's residual (before VectorQuantize would run it on the first, 1x1,
+        scale alone), of the first training batch or of as many as `kmeans_init_vectors` takes.
+        True once the codebook is initialised.  Gathering over several batches takes training batches
+        only; the first-batch init takes any (as VectorQuantize's own does)."""
+        if self.kmeans.min_vectors and not self.training:
+            return False
         codebook = self.vq._codebook
-        if bool(codebook.initted):
-            return
-        rest, samples = f, []
-        for k in range(len(self.scales)):
-            rest_k = self.downsample(rest, k)
-            samples.append(rearrange(rest_k, "b c h w -> (b h w) c"))
-            rest = rest - self.upsample_and_refine(rest_k, k)
-        x = codebook.transform_input(self.vq.project_in(torch.cat(samples)))
-        codebook.init_embed_(x[None])  # (1, N, d): one codebook
+        with full_precision(f.device):
+            rest, samples = f.detach().float(), []
+            for k in range(len(self.scales)):
+                rest_k = self.downsample(rest, k)
+                samples.append(rearrange(rest_k, "b c h w -> (b h w) c"))
+                rest = rest - self.upsample_and_refine(rest_k, k)
+            x = codebook.transform_input(self.vq.project_in(torch.cat(samples)))
+            if self.kmeans.min_vectors == 0:  # the first batch, by the library's own k-means
+                codebook.init_embed_(x[None])  # (1, N, d): one codebook
+                self.kmeans.mark_initted()
+                return True
+            if not self.kmeans.add(codebook, x):
+                return False
+            self.kmeans.run(codebook, self.kmeans_iters)
+        return True

@@ -9,6 +9,8 @@ All of it is vector-quantize-pytorch's `VectorQuantize`; this file only adapts i
 `Quantizer` interface.  Two choices differ from the library's defaults:
 - gradients pass by the straight-through estimator (the library defaults to the rotation trick);
   `rotation_trick=True` brings it back;
+- with `kmeans_init_vectors` > 0 the k-means init sees that many vectors, gathered over batches
+  (kmeans.py), instead of the library's first batch alone;
 - the commitment weight defaults to VQGAN's beta = 0.25 (the library: 1.0).  With a learnable
   codebook the library weighs the codebook term ||sg[z_e] - z_q||^2 by the same beta.
 """
@@ -19,8 +21,9 @@ from einops import rearrange
 from torch import Tensor
 
 from ..config import TokenizerConfig
-from .base import (Quantizer, QuantizerOutput, check_vq_codebook, codebook_stats, full_precision, register_quantizer,
-                   vector_quantize)
+from .base import (Quantizer, QuantizerOutput, check_vq_codebook, codebook_stats, full_precision, pass_through,
+                   register_quantizer, vector_quantize)
+from .kmeans import CodebookInit
 
 
 @register_quantizer("vq")
@@ -37,6 +40,7 @@ class VQ(Quantizer):
         ema_decay: float = 0.99,
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
+        kmeans_init_vectors: int = 0,
         threshold_ema_dead_code: float = 2.0,
         commitment_weight: float = 0.25,
         rotation_trick: bool = False,
@@ -51,6 +55,10 @@ class VQ(Quantizer):
             commitment_weight=commitment_weight, rotation_trick=rotation_trick, sync_codebook=sync_codebook,
             accept_image_fmap=True,
         )
+        # k-means over several batches; None: the library's init on the first batch (or no k-means)
+        self.kmeans = CodebookInit(kmeans_init_vectors) if kmeans_init and kmeans_init_vectors > 0 else None
+        self.kmeans_iters = kmeans_iters
+        self.register_load_state_dict_post_hook(lambda module, _: module.kmeans and module.kmeans.reset())
 
     @classmethod
     def from_config(cls, cfg: TokenizerConfig) -> "VQ":
@@ -59,7 +67,7 @@ class VQ(Quantizer):
             codebook_dim=cfg.codebook_dim, use_cosine_sim=cfg.use_cosine_sim,
             learnable_codebook=cfg.learnable_codebook, ema_decay=cfg.ema_decay,
             kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters,
-            threshold_ema_dead_code=cfg.threshold_ema_dead_code,
+            kmeans_init_vectors=cfg.kmeans_init_vectors, threshold_ema_dead_code=cfg.threshold_ema_dead_code,
             commitment_weight=cfg.commitment_weight, rotation_trick=cfg.rotation_trick,
             sync_codebook=cfg.sync_codebook,
         )
@@ -70,10 +78,25 @@ class VQ(Quantizer):
         check_vq_codebook(cfg)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
+        if self.kmeans is not None and self.kmeans.pending(self.vq._codebook) and not self._gather(z):
+            return pass_through(self, z)
         with full_precision(z.device):
             z_q, indices, loss = self.vq(z.float())  # (B, C, h, w), (B, h, w), ()
         usage, perplexity = codebook_stats(indices, self.codebook_size)
         return QuantizerOutput(z_q, [indices], loss, {"usage": usage, "perplexity": perplexity})
+
+    def _gather(self, z: Tensor) -> bool:
+        """Training: keep this batch's vectors for the k-means init and run it once there are
+        enough; True when the codebook is initialised.  Eval: False (never initialise on eval data)."""
+        if not self.training:
+            return False
+        codebook = self.vq._codebook
+        with full_precision(z.device):
+            x = codebook.transform_input(self.vq.project_in(rearrange(z.detach().float(), "b c h w -> b (h w) c")))
+        if not self.kmeans.add(codebook, x):
+            return False
+        self.kmeans.run(codebook, self.kmeans_iters)
+        return True
 
     def indices_to_latent(self, indices: list[Tensor]) -> Tensor:
         (ids,) = indices

@@ -33,6 +33,7 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     from ..engine import TrainConfig
     from ..jobs.tokenizer import preset_training
     from ..schedule import ScheduleConfig
+    from ..tasks.tokenizer import TokenizerOptimConfig
 
     defaults = preset_training(preset)   # an unknown name gets the generic defaults; --preset's choices reject it
 
@@ -50,6 +51,8 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     add_dataclass_options(p, TrainConfig, defaults=defaults, title="training (TrainConfig; defaults follow --preset)")
     add_dataclass_options(p, ScheduleConfig, defaults=defaults,
                           title="learning rate: warm-up, then decay over the budget (ScheduleConfig; defaults follow --preset)")
+    add_dataclass_options(p, TokenizerOptimConfig, defaults=defaults,
+                          title="optimizer: Adam, AdamW when weight decay > 0 (TokenizerOptimConfig; defaults follow --preset)")
     return p
 
 
@@ -73,9 +76,11 @@ def config_from_args(args: argparse.Namespace):
     from ..engine import TrainConfig
     from ..jobs.tokenizer import TokenizerRunConfig
     from ..schedule import ScheduleConfig
+    from ..tasks.tokenizer import TokenizerOptimConfig
 
     return TokenizerRunConfig(preset=args.preset, overrides=parse_overrides(args.set),
                               loss_overrides=parse_overrides(args.loss_set), dataset=args.dataset,
                               dataset_options=dataset_options(args), eval_n=args.eval_n,
                               train=dataclass_from_args(TrainConfig, args),
-                              schedule=dataclass_from_args(ScheduleConfig, args))
+                              schedule=dataclass_from_args(ScheduleConfig, args),
+                              optim=dataclass_from_args(TokenizerOptimConfig, args))

@@ -44,6 +44,26 @@ def preset_schedule(preset: str, **changes) -> ScheduleConfig:
     return _pick(ScheduleConfig, {**preset_training(preset), **changes})
 
 
+def preset_optim(preset: str, **changes):
+    """The preset's optimizer settings (TokenizerOptimConfig) with `changes` on top."""
+    from ..tasks.tokenizer import TokenizerOptimConfig
+
+    return _pick(TokenizerOptimConfig, {**preset_training(preset), **changes})
+
+
+# Dataset kinds that take an `augment=` option (tokgen.data.folder); the preset's "augment" goes
+# only to them (the embedded datasets are drawn at their size and are not augmented).
+_AUGMENTABLE = ("folder", "hf")
+
+
+def preset_dataset_options(preset: str, dataset: str) -> dict[str, Any]:
+    """The dataset options a preset's recipe adds (LlamaGen's random crop and flip) for this dataset."""
+    training = preset_training(preset)
+    if "augment" in training and dataset.partition(":")[0] in _AUGMENTABLE:
+        return {"augment": training["augment"]}
+    return {}
+
+
 def _pick(cls, values: dict):
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in names})
@@ -59,6 +79,7 @@ class TokenizerRunConfig:
     eval_n: int = 2000               # test images reconstructed and judged after training (0 = skip)
     train: TrainConfig | None = None           # None: the preset's (preset_train_config)
     schedule: ScheduleConfig | None = None     # None: the preset's (preset_schedule)
+    optim: Any = None                          # TokenizerOptimConfig; None: the preset's (preset_optim)
 
 
 @dataclass
@@ -96,6 +117,7 @@ def train_tokenizer(config: TokenizerRunConfig) -> TokenizerResult | None:
     from tokgen.eval.judges import judge_for
     from tokgen.eval.tokenizer_eval import evaluate_tokenizer
     from tokgen.tokenizers_vq import TokenizerConfig, get_tokenizer_preset
+    from tokgen.tokenizers_vq.losses import resolve_perceptual_weights
 
     from ..engine import Trainer
     from ..tasks.tokenizer import TokenizerTask
@@ -111,16 +133,21 @@ def train_tokenizer(config: TokenizerRunConfig) -> TokenizerResult | None:
     if unknown:
         raise ValueError(f"unknown LossConfig fields {unknown} (--loss-set); the fields are "
                          f"{sorted(f.name for f in dataclasses.fields(preset.loss))}")
-    loss_config = dataclasses.replace(preset.loss, **config.loss_overrides)
+    # a preset that requires the perceptual loss refuses here, before any data is read, when its
+    # VGG16 / LPIPS files are not on this machine (the message says where it looked and the fixes)
+    loss_config = resolve_perceptual_weights(dataclasses.replace(preset.loss, **config.loss_overrides))
+    optim = config.optim or preset_optim(config.preset)
     options = dict(config.dataset_options)
-    train_set = build_dataset(config.dataset, "train", tok_config.image_size, **options)
+    # the recipe's augmentation (a given option wins) goes to the training split only
+    train_options = {**preset_dataset_options(config.preset, config.dataset), **options}
+    train_set = build_dataset(config.dataset, "train", tok_config.image_size, **train_options)
     val_set = build_dataset(config.dataset, "val", tok_config.image_size, **options)
     preview = torch.stack([val_set[i]["image"] for i in range(min(8, len(val_set)))])
 
     # the initial weights are a function of the seed (torch's global RNG is not the same in every
     # fresh process: some import seeds it), so the same config trains the same tokenizer
     set_seed(train_config.seed)
-    task = TokenizerTask(tok_config, loss_config, preview=preview, schedule=schedule)
+    task = TokenizerTask(tok_config, loss_config, preview=preview, schedule=schedule, optim=optim)
     trainer = Trainer(task, train_set, train_config)
     logs = trainer.fit()
     if not trainer.is_main_process:

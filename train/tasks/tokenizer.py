@@ -20,16 +20,34 @@ from ..engine import TrainConfig, TrainTask
 from ..schedule import ScheduleConfig, budget_scheduler
 
 
+@dataclasses.dataclass
+class TokenizerOptimConfig:
+    """The two Adam optimizers' settings (autoencoder and discriminator alike).  The defaults are
+    VQGAN's (taming-transformers: Adam, betas 0.5/0.9); the ImageNet presets take LlamaGen's
+    (0.9/0.95) from their training settings (`tokenizers_vq/presets.py`)."""
+    beta1: float = 0.5
+    beta2: float = 0.9
+    weight_decay: float = 0.0   # > 0: AdamW's decoupled weight decay on every parameter; 0: plain Adam
+
+    def validate(self) -> None:
+        if self.weight_decay < 0 or not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"tokenizer optimizer: betas must be in [0, 1) and weight_decay >= 0, got "
+                             f"{self.beta1}, {self.beta2}, {self.weight_decay}")
+
+
 class TokenizerTask(TrainTask):
-    """Autoencoder (Adam, betas 0.5/0.9 as in VQGAN) and PatchGAN discriminator, two optimizers.
+    """Autoencoder and PatchGAN discriminator, two Adam optimizers (`TokenizerOptimConfig`).
 
     preview: a few fixed images whose reconstructions are written as a PNG grid at every
     `sample_every` step (top row the originals, bottom row the reconstructions).
     """
 
     def __init__(self, config: TokenizerConfig, loss_config: LossConfig, preview: torch.Tensor | None = None,
-                 disc_lr_ratio: float = 1.0, schedule: ScheduleConfig | None = None):
+                 disc_lr_ratio: float = 1.0, schedule: ScheduleConfig | None = None,
+                 optim: TokenizerOptimConfig | None = None):
         self.config, self.loss_config = config, loss_config
+        self.optim = optim or TokenizerOptimConfig()
+        self.optim.validate()
         # VQGAN trains at a constant rate; the shapes presets add a warm-up (train-tokenizer's
         # PRESET_TRAINING). A cosine over a 5-minute budget did not help them (README, "The tokenizer")
         self.schedule = schedule or ScheduleConfig(warmup_steps=0, lr_schedule="constant")
@@ -53,7 +71,10 @@ class TokenizerTask(TrainTask):
 
     def configure_optimizers(self, modules: dict[str, nn.Module], config: TrainConfig) -> dict:
         def adam(params, lr):
-            optimizer = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
+            o = self.optim
+            betas = (o.beta1, o.beta2)
+            optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=o.weight_decay) \
+                if o.weight_decay > 0 else torch.optim.Adam(params, lr=lr, betas=betas)
             return optimizer, budget_scheduler(optimizer, self.schedule, config.max_steps, self.trainer.time_fraction)
 
         return {"autoencoder": adam(modules["autoencoder"].parameters(), config.lr),
