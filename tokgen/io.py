@@ -5,6 +5,7 @@ that names every bad key, and the eval-mode context.  Depends on torch alone."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import dataclasses
 import json
 import os
@@ -172,6 +173,16 @@ def _short(value: Any) -> str:
     plain = isinstance(value, (str, int, float, bool, list, tuple, dict, type(None)))
     text = json.dumps(value, default=repr) if plain else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks (checkpoint markers, token shards, the
+    tokenizer a generator records)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def replace_dir(src: Path, dst: Path) -> None:

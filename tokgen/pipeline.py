@@ -24,7 +24,6 @@ are the ones training, evaluation and the `tokgen sample` command use.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from tokgen.io import file_sha256
 
 OUTPUT_TYPES = ("pil", "pt", "tokens")
 SIDES = ("left", "right", "top", "bottom")
@@ -186,7 +187,7 @@ def record_tokenizer(generator_dir: str | Path, tokenizer_dir: str | Path) -> Pa
     record = {"format": TOKENIZER_REF_FORMAT, "format_version": 1,
               "path": str(tokenizer_dir), "resolved": str(resolved),
               "relative": os.path.relpath(resolved, generator_dir.resolve()),
-              "spec": spec.to_dict(), "sha256": {WEIGHTS_NAME: _sha256(weights)}}
+              "spec": spec.to_dict(), "sha256": {WEIGHTS_NAME: file_sha256(weights)}}
     out = generator_dir / TOKENIZER_REF
     tmp = generator_dir / f".{TOKENIZER_REF}.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -228,7 +229,7 @@ def recorded_tokenizer(generator_dir: str | Path) -> Path | None:
         if not weights.is_file() or weights.resolve() in seen:
             continue
         seen.add(weights.resolve())
-        if _sha256(weights) == want:
+        if file_sha256(weights) == want:
             return folder
         changed.append(weights)
     if changed:
@@ -241,12 +242,6 @@ def recorded_tokenizer(generator_dir: str | Path) -> Path | None:
                             f"{ref['relative']!r} beside it. Pass tokenizer=DIR (tokgen sample --tokenizer DIR)")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- the pipeline

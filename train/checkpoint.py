@@ -26,7 +26,6 @@ the pid and host; a lock whose process is gone is taken over).
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import os
 import random
@@ -43,6 +42,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file
+
+from tokgen.io import file_sha256
 
 from .ema import EMA
 
@@ -252,7 +253,7 @@ def verify_checkpoint(path) -> list[Damage]:
         if size != expected["size"]:
             what = "empty" if size == 0 else "truncated" if size < expected["size"] else "too long"
             found.append(Damage(str(file), f"{what} ({size} bytes, {expected['size']} were written)", rng))
-        elif "sha256" in expected and _sha256(file) != expected["sha256"]:
+        elif "sha256" in expected and file_sha256(file) != expected["sha256"]:
             found.append(Damage(str(file), "its contents changed since it was written (SHA-256 differs)", rng))
     return found
 
@@ -431,19 +432,13 @@ def _write_marker(folder: Path, step: int) -> None:
     files = {}
     for file in sorted(folder.rglob("*")):
         if file.is_file() and file.name != COMPLETE_MARKER:
-            files[file.relative_to(folder).as_posix()] = {"size": file.stat().st_size, "sha256": _sha256(file)}
+            files[file.relative_to(folder).as_posix()] = {"size": file.stat().st_size, "sha256": file_sha256(file)}
     with open(folder / COMPLETE_MARKER, "w") as f:
         json.dump({"step": step, "files": files}, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
 
 
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_rng_file(name: str) -> bool:

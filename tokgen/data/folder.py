@@ -227,7 +227,32 @@ def _item_rng(seed: int, epoch: int, i: int) -> np.random.Generator:
 
 # ----------------------------------------------------------------------------- map-style core
 
-class _LazyImages(Dataset):
+class _ReportsSkips:
+    """`.skipped`, `.skip_reasons` and the report of a dataset that keeps a `_SkipLog` in `_skips`."""
+
+    _skips: _SkipLog
+
+    def _report(self, total, warn: bool, stacklevel: int) -> list[tuple[str, str]]:
+        bad = self._skips.gather()
+        self._skips.bad.update(bad)  # known bad here too: not decoded again by this process
+        if bad and warn:
+            _warn_skipped(bad, total, self.source, self.source_split, stacklevel=stacklevel + 1)
+        return [bad[k] for k in sorted(bad)]
+
+    @property
+    def skipped(self) -> list[str]:
+        """Names of the bad files met so far by this process and its workers, in item order."""
+        bad = self._skips.gather()
+        return [bad[k][0] for k in sorted(bad)]
+
+    @property
+    def skip_reasons(self) -> list[str]:
+        """Why each of `.skipped` failed ("ExceptionType: message")."""
+        bad = self._skips.gather()
+        return [bad[k][1] for k in sorted(bad)]
+
+
+class _LazyImages(_ReportsSkips, Dataset):
     """Shared core: rows of a source split (`_cell(k)`, `_meta(k)`), the ones in `indices` as
     standard items, decoded on demand, bad ones skipped (see the module docstring)."""
 
@@ -301,23 +326,7 @@ class _LazyImages(Dataset):
         """Every bad file met so far by this process and its DataLoader workers, as (name, reason)
         in item order (`.skipped` / `.skip_reasons` give the same).  Warns, once per call, when any:
         call it from the main process at the end of training or extraction."""
-        bad = self._skips.gather()
-        self._skips.bad.update(bad)  # known bad here too: not decoded again by this process
-        if bad and warn:
-            _warn_skipped(bad, len(self), self.source, self.source_split, stacklevel=stacklevel + 1)
-        return [bad[k] for k in sorted(bad)]
-
-    @property
-    def skipped(self) -> list[str]:
-        """Names of the bad files met so far by this process and its workers, in item order."""
-        bad = self._skips.gather()
-        return [bad[k][0] for k in sorted(bad)]
-
-    @property
-    def skip_reasons(self) -> list[str]:
-        """Why each of `.skipped` failed ("ExceptionType: message")."""
-        bad = self._skips.gather()
-        return [bad[k][1] for k in sorted(bad)]
+        return self._report(len(self), warn, stacklevel + 1)
 
     def item_path(self, i: int) -> str:
         """Where item i comes from: its file path, or "row k" of the source split for in-memory images."""
@@ -587,7 +596,7 @@ def _table_keys(table, column: str) -> list[str | bytes]:
 
 # ----------------------------------------------------------------------------- streaming
 
-class HFStreamingDataset(IterableDataset):
+class HFStreamingDataset(_ReportsSkips, IterableDataset):
     """A Hugging Face dataset streamed (`datasets.load_dataset(..., streaming=True)`): nothing is
     downloaded up front, items come as the shards are read.  Same items, splits (carved by the
     same hash of the image bytes or path, filtered as they stream), columns, augmentation and bad-
@@ -679,20 +688,7 @@ class HFStreamingDataset(IterableDataset):
 
     def report_skipped(self, warn: bool = True, stacklevel: int = 2) -> list[tuple[str, str]]:
         """As `ImageFolderDataset.report_skipped` (the total is the number of files read, unknown: '?')."""
-        bad = self._skips.gather()
-        if bad and warn:
-            _warn_skipped(bad, "?", self.source, self.source_split, stacklevel=stacklevel + 1)
-        return [bad[k] for k in sorted(bad)]
-
-    @property
-    def skipped(self) -> list[str]:
-        bad = self._skips.gather()
-        return [bad[k][0] for k in sorted(bad)]
-
-    @property
-    def skip_reasons(self) -> list[str]:
-        bad = self._skips.gather()
-        return [bad[k][1] for k in sorted(bad)]
+        return self._report("?", warn, stacklevel + 1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.source!r}, split={self.split!r}, image_size={self.image_size}, streaming)"

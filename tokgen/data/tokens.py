@@ -36,7 +36,6 @@ reads, converted to int64 as they are read; several processes reading one folder
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -47,6 +46,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
+
+from tokgen.io import file_sha256
 
 SHARD_SIZE = 4096          # items per shard, unless the extraction says otherwise
 LAYOUT_VERSION = 1         # of plan.json / manifest.json
@@ -163,7 +164,7 @@ def finished_shard(folder: str | os.PathLike, split: str, k: int, plan: dict, ch
         ok = (record.get("first"), record.get("items"), len(record.get("labels", ())),
               len(record.get("captions", ()))) == (lo, hi - lo, hi - lo, hi - lo)
         ok = ok and data_path.stat().st_size == record.get("bytes")
-        ok = ok and (not check_hash or _sha256(data_path) == record.get("sha256"))
+        ok = ok and (not check_hash or file_sha256(data_path) == record.get("sha256"))
     except (OSError, ValueError, AttributeError, TypeError):
         return None
     return record if ok else None
@@ -193,7 +194,7 @@ def write_token_shard(folder: str | os.PathLike, split: str, k: int, plan: dict,
             os.fsync(f.fileno())
 
     _atomic(data_path, save)
-    record = {"shard": k, "first": lo, "items": n, "bytes": data_path.stat().st_size, "sha256": _sha256(data_path),
+    record = {"shard": k, "first": lo, "items": n, "bytes": data_path.stat().st_size, "sha256": file_sha256(data_path),
               "labels": [int(c) for c in labels], "captions": [str(c) for c in captions]}
     _atomic(where / f"{shard_name(k)}.json", lambda p: p.write_text(json.dumps(record)))
     return record
@@ -439,7 +440,7 @@ class _ShardStore(_Store):
         self._last = None                   # (index, int64 rows) of the last read
 
     def _verify(self, path: Path, entry: dict, fix: str) -> None:
-        if _sha256(path) != entry.get("sha256"):
+        if file_sha256(path) != entry.get("sha256"):
             raise ValueError(f"{path}: its sha256 differs from the manifest's (the file changed); delete it and {fix}")
         rows = np.load(path, mmap_mode="r")
         for lo in range(0, len(rows), 1024):
@@ -530,12 +531,6 @@ def _legacy_split(folder: Path, split: str, spec: dict) -> tuple[_TensorStore, t
     return _TensorStore(scales, list(spec["scales"])), labels.long(), captions
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_json(path: Path, fix: str):
