@@ -27,6 +27,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow   # the default suite runs the same split end to end through compare (below)
 def test_two_processes_give_the_figures_of_one(tmp_path):
     out = tmp_path / "two.pkl"
     # CPU processes talking over gloo, also on a machine with GPUs

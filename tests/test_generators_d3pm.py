@@ -318,6 +318,7 @@ def test_config_errors():
 
 # ---------------------------------------------------------------------- learning
 
+@pytest.mark.slow   # ~25 s; the default suite's learning checks are tests/test_train_generator.py's toy runs
 def test_tiny_absorbing_d3pm_learns_a_class_conditional_distribution():
     """Each of 3 classes is a 50/50 mixture of two fixed 4x4 maps over 6 codes: 1 bit per image,
     1/16 bit per token.  Ancestral sampling reveals tokens independently within a step, so two

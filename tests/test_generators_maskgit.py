@@ -259,6 +259,7 @@ def test_tiny_model_learns_a_class_conditional_distribution():
     assert match[:, 0].sum() >= 8 and match[:, 1].sum() >= 8                  # both modes
 
 
+@pytest.mark.slow   # ~30 s; the default suite's learning checks are tests/test_train_generator.py's toy runs
 def test_tiny_muse_learns_a_caption_conditional_distribution(text_tokenizer):
     words = ["red", "blue", "green"]
     caption = lambda m, labels: m.make_condition(captions=[words[i] for i in labels.tolist()])
