@@ -54,7 +54,7 @@ class SampleConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Every value in range, else a ValueError (`tokgen.train.errors.ConfigValueError`) naming the
+        """Every value in range, else a ValueError (`tokgen.errors.ConfigValueError`) naming the
         field, which the command line reports as its flag (`--top-p 1.5: must be in (0, 1] ...`)."""
         from tokgen.errors import at_least, check_ranges, in_range
 
@@ -487,17 +487,17 @@ class Pipeline:
         CPU images; a clear error naming the tokenizer's size and channels otherwise."""
         size, channels = self.image_size, self.tokenizer.spec.channels
         want = f"{size}x{size} (the tokenizer's image size)"
-        if _is_pil(image) or (isinstance(image, (list, tuple)) and image and all(_is_pil(im) for im in image)):
-            pil = [image] if _is_pil(image) else list(image)
+        pil = _pil_list(image)
+        if pil is not None:
             bad = [im.size for im in pil if im.size != (size, size)]
             if bad:
                 raise ValueError(f"the image is {bad[0][0]}x{bad[0][1]} pixels but this pipeline takes {want}: "
                                  f"resize or crop it to {size}x{size} first (e.g. image.resize(({size}, {size})))")
-            import numpy as np
+            from tokgen.data.transforms import pil_to_tensor, to_pixels
 
-            mode = "RGB" if channels == 3 else "L"
-            arrays = [np.asarray(im.convert(mode), dtype=np.float32).reshape(size, size, -1) / 255 for im in pil]
-            return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+            # the datasets' own decoding: 16-bit and float images by their range, alpha on white
+            images = torch.stack([pil_to_tensor(to_pixels(im)) for im in pil])          # (B, 3, S, S)
+            return images if channels == 3 else images.mean(1, keepdim=True)
         if not isinstance(image, Tensor):
             raise ValueError(f"image must be a PIL image or a (3, H, W) / (B, 3, H, W) tensor in [0, 1], got "
                              f"{type(image).__name__}")
@@ -514,10 +514,10 @@ class Pipeline:
         """A PIL mask (or a list of them) or an (H, W) / (B, H, W) / (B, 1, H, W) tensor -> (B, S, S)
         bool, True = redraw (white in an image, True or > 0.5 in a tensor)."""
         size = self.image_size
-        if _is_pil(mask) or (isinstance(mask, (list, tuple)) and mask and all(_is_pil(m) for m in mask)):
+        pil = _pil_list(mask)
+        if pil is not None:
             import numpy as np
 
-            pil = [mask] if _is_pil(mask) else list(mask)
             bad = [m.size for m in pil if m.size != (size, size)]
             if bad:
                 raise ValueError(f"the mask is {bad[0][0]}x{bad[0][1]} pixels but the image is {size}x{size} (the "
@@ -562,6 +562,15 @@ def _prompt_list(captions: Any = None, labels: Any = None) -> tuple[str, list] |
     if not values:
         raise ValueError(f"got an empty list of {kind}: pass at least one (or none for an unconditional model)")
     return kind, [v.item() if isinstance(v, Tensor) else v for v in values]
+
+
+def _pil_list(obj: Any) -> list | None:
+    """A PIL image or a non-empty list of them as a list; None for anything else."""
+    if _is_pil(obj):
+        return [obj]
+    if isinstance(obj, (list, tuple)) and obj and all(_is_pil(o) for o in obj):
+        return list(obj)
+    return None
 
 
 def _is_pil(obj: Any) -> bool:

@@ -5,7 +5,7 @@ Each command lives in its own module with a one-line `HELP`, a `build_parser()` 
 `main` turns the flags into a typed config and calls one library function (for training, tokens and
 the comparison: `tokgen.train.jobs`).
 
-Errors (train/errors.py): a user mistake (a bad flag or value, a missing or damaged input) prints
+Errors (tokgen/errors.py): a user mistake (a bad flag or value, a missing or damaged input) prints
 `error: <what is wrong and how to fix it>` on stderr and exits with status 2, no traceback;
 `--debug` (before or after the command) or TOKGEN_DEBUG=1 shows the traceback instead.  Ctrl-C
 exits with 130.  Any other exception is a bug and keeps its traceback (status 1).
