@@ -34,7 +34,7 @@ from .conditioning import Condition, drop_mask
 from .config import GeneratorConfig
 from .core import ImagePositions, Transformer, TransformerConfig
 from .sampling import GUIDANCE_SCHEDULES, gumbel_noise, guidance_scale, guided, mix_guided, sample
-from .schedules import check_schedule, num_masked_after_step, num_masked_for_training
+from .schedules import check_schedule, num_masked_after_step, num_masked_for_training, planned_masked
 from .spec import unflatten_tokens
 
 
@@ -195,6 +195,7 @@ class MaskGITGenerator(Generator):
         if doubled:                                                             # [cond rows; null rows]
             state = state.cat(self._embed_condition(None, B, None))
         tau = self.config.choice_temperature
+        planned = planned_masked(self.config.mask_schedule, steps, unknown)     # (steps, B), read once
         for t in range(steps):
             seq = torch.where(fixed, tokens, self.mask_id)                      # (B, N)
             logits = self(torch.cat([seq, seq]) if doubled else seq, state)     # (B or 2B, N, V)
@@ -205,7 +206,8 @@ class MaskGITGenerator(Generator):
             confidence = logp + tau * (1.0 - (t + 1) / steps) * noise
             confidence = confidence.masked_fill(fixed, float("inf"))
             masked_now = (~fixed).sum(dim=1)
-            keep_masked = num_masked_after_step(self.config.mask_schedule, t, steps, unknown, masked_now)  # (B,)
+            keep_masked = num_masked_after_step(self.config.mask_schedule, t, steps, unknown, masked_now,
+                                                planned)                                          # (B,)
             ranks = confidence.argsort(dim=1).argsort(dim=1)                    # 0 = least confident
             fixed = ranks >= keep_masked[:, None]
             tokens = sampled

@@ -67,18 +67,29 @@ def num_masked_for_training(schedule: str, r: Tensor, total: int) -> Tensor:
     return n.clamp(1, total)
 
 
-def num_masked_after_step(schedule: str, t: int, steps: int, unknown: Tensor, masked_now: Tensor) -> Tensor:
+def planned_masked(schedule: str, steps: int, unknown: Tensor) -> Tensor:
+    """floor(N gamma((t+1)/T)) for every step t of `steps`, per row: (steps, B) long on `unknown`'s
+    device, computed once per decode (one host read of the fixed counts N, not one per step)."""
+    # Rows with N < 2 (log2(N) = 0) are decided by the clamp in num_masked_after_step whatever
+    # gamma is: use N = 2 there.
+    n = unknown.detach().cpu()
+    r = torch.arange(1, steps + 1, dtype=torch.float64)[:, None] / steps                    # (steps, 1)
+    ratio = mask_ratio(schedule, r, n.clamp_min(2)[None])                                   # (steps, B)
+    return torch.floor(n.double()[None] * ratio).long().to(unknown.device)
+
+
+def num_masked_after_step(schedule: str, t: int, steps: int, unknown: Tensor, masked_now: Tensor,
+                          planned: Tensor | None = None) -> Tensor:
     """MaskGIT decoding: tokens left masked after step t (0-based) of `steps`:
     floor(N gamma((t+1)/T)) clamped to [1, masked_now - 1], and 0 after the last step.
     `unknown` (B,) is N, the tokens unknown at the start; `masked_now` (B,) those masked before t.
     N is per row, also inside gamma for "log" / "exp" (which depend on N): MaskGIT's
     `parallel_decode.decode` passes `unknown_number_in_the_beginning` (one count per row) to
-    `mask_schedule.schedule` and takes floor(that count * ratio) per row."""
+    `mask_schedule.schedule` and takes floor(that count * ratio) per row.  A decoder passes
+    `planned` (`planned_masked`, made once) so that no step reads the device."""
     if t == steps - 1:
         return torch.zeros_like(masked_now)
-    # Rows with N < 2 (log2(N) = 0) are decided by the clamp below whatever gamma is: use N = 2 there.
-    ratio = mask_ratio(schedule, (t + 1) / steps, unknown.detach().cpu().clamp_min(2)).to(unknown.device)
-    n = torch.floor(unknown.double() * ratio).long()
+    n = (planned if planned is not None else planned_masked(schedule, steps, unknown))[t]   # `planned`: the decode's own
     n = torch.maximum(torch.ones_like(n), torch.minimum(masked_now - 1, n))
     return torch.minimum(n, masked_now)     # nothing to unmask in a row that is already complete
 
