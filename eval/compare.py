@@ -388,12 +388,6 @@ def _notes(results: dict) -> list[str]:
     ]
 
 
-_OLD_FACTS = {"ar": {"fixed_steps": "one step per token", "likelihood": "exact"},      # reports before
-              "maskgit": {"fixed_steps": None, "likelihood": None},                    # settings recorded
-              "var": {"fixed_steps": "one step per scale", "likelihood": "exact"},     # the families' facts
-              "d3pm": {"fixed_steps": None, "likelihood": "bound"}}
-
-
 _DISPLAY = {"ar": "AR", "maskgit": "MaskGIT", "var": "VAR", "d3pm": "D3PM"}     # how the text spells them
 
 
@@ -404,7 +398,8 @@ def _names(families: list[str]) -> str:
 
 def _nfe_text(facts: dict | None) -> str:
     """How each family spends transformer evaluations, from the facts the families declare."""
-    facts = facts or _OLD_FACTS
+    if not facts:            # a results.json from before the families' facts were recorded
+        return "one per token (AR, KV cache), per scale (VAR) or per sampling step, as each family declares"
     fixed = [f"{_names([f])} {v['fixed_steps']}" for f, v in facts.items() if v["fixed_steps"]]
     stepped = [f for f, v in facts.items() if not v["fixed_steps"]]
     parts = fixed + ([f"{_names(stepped)} one per sampling step"] if stepped else [])
@@ -412,7 +407,8 @@ def _nfe_text(facts: dict | None) -> str:
 
 
 def _likelihood_text(facts: dict | None) -> str:
-    facts = facts or _OLD_FACTS
+    if not facts:
+        return "exact where the family has a likelihood, a bound where it has one, n/a otherwise"
     exact = [f for f, v in facts.items() if v["likelihood"] == "exact"]
     bound = [f for f, v in facts.items() if v["likelihood"] == "bound"]
     none = [f for f, v in facts.items() if not v["likelihood"]]
