@@ -18,19 +18,22 @@ from einops import rearrange
 from torch import Tensor, nn
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    # 32 groups as in VQGAN, but at least 4 channels per group: with one channel per group the
-    # norm erases the colour of flat regions (each channel is centred over the image), which
-    # cripples narrow models on flat-coloured data.
-    return nn.GroupNorm(math.gcd(32, max(channels // 4, 1)), channels, eps=1e-6)
+def group_norm(channels: int, groups: int | None = None) -> nn.GroupNorm:
+    # groups=None: 32 groups as in VQGAN, but at least 4 channels per group: with one channel per
+    # group the norm erases the colour of flat regions (each channel is centred over the image),
+    # which cripples narrow models on flat-coloured data.  The published tokenizers (taming,
+    # LlamaGen, VAR) use exactly 32 groups: TokenizerConfig.norm_groups=32.
+    if groups is None:
+        groups = math.gcd(32, max(channels // 4, 1))
+    return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, norm_groups: int | None = None):
         super().__init__()
-        self.norm1 = group_norm(in_channels)
+        self.norm1 = group_norm(in_channels, norm_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = group_norm(out_channels)
+        self.norm2 = group_norm(out_channels, norm_groups)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
@@ -43,9 +46,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over the h*w positions of a feature map."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, norm_groups: int | None = None):
         super().__init__()
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, norm_groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
@@ -74,11 +77,11 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _middle(channels: int, attention: bool) -> nn.Sequential:
+def _middle(channels: int, attention: bool, norm_groups: int | None) -> nn.Sequential:
     return nn.Sequential(
-        ResnetBlock(channels, channels),
-        AttnBlock(channels) if attention else nn.Identity(),
-        ResnetBlock(channels, channels),
+        ResnetBlock(channels, channels, norm_groups),
+        AttnBlock(channels, norm_groups) if attention else nn.Identity(),
+        ResnetBlock(channels, channels, norm_groups),
     )
 
 
@@ -96,6 +99,7 @@ class Encoder(nn.Module):
         resolution: int,
         attn_resolutions: tuple[int, ...] = (),
         mid_attention: bool = True,
+        norm_groups: int | None = None,
     ):
         super().__init__()
         widths = [base_width * m for m in channel_mults]
@@ -104,16 +108,16 @@ class Encoder(nn.Module):
         width, res = base_width, resolution
         for level, out_width in enumerate(widths):
             for _ in range(num_res_blocks):
-                blocks.append(ResnetBlock(width, out_width))
+                blocks.append(ResnetBlock(width, out_width, norm_groups))
                 width = out_width
                 if res in attn_resolutions:
-                    blocks.append(AttnBlock(width))
+                    blocks.append(AttnBlock(width, norm_groups))
             if level != len(widths) - 1:
                 blocks.append(Downsample(width))
                 res //= 2
         self.down = nn.Sequential(*blocks)
-        self.mid = _middle(width, mid_attention)
-        self.norm_out = group_norm(width)
+        self.mid = _middle(width, mid_attention, norm_groups)
+        self.norm_out = group_norm(width, norm_groups)
         self.conv_out = nn.Conv2d(width, z_channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -135,25 +139,26 @@ class Decoder(nn.Module):
         resolution: int,
         attn_resolutions: tuple[int, ...] = (),
         mid_attention: bool = True,
+        norm_groups: int | None = None,
     ):
         super().__init__()
         widths = [base_width * m for m in channel_mults]
         width = widths[-1]
         res = resolution // 2 ** (len(widths) - 1)
         self.conv_in = nn.Conv2d(z_channels, width, 3, padding=1)
-        self.mid = _middle(width, mid_attention)
+        self.mid = _middle(width, mid_attention, norm_groups)
         blocks: list[nn.Module] = []
         for level in reversed(range(len(widths))):
             for _ in range(num_res_blocks + 1):
-                blocks.append(ResnetBlock(width, widths[level]))
+                blocks.append(ResnetBlock(width, widths[level], norm_groups))
                 width = widths[level]
                 if res in attn_resolutions:
-                    blocks.append(AttnBlock(width))
+                    blocks.append(AttnBlock(width, norm_groups))
             if level != 0:
                 blocks.append(Upsample(width))
                 res *= 2
         self.up = nn.Sequential(*blocks)
-        self.norm_out = group_norm(width)
+        self.norm_out = group_norm(width, norm_groups)
         self.conv_out = nn.Conv2d(width, out_channels, 3, padding=1)
 
     @property

@@ -27,13 +27,18 @@ class TokenizerConfig:
     num_res_blocks: int = 1                   # ResNet blocks per level (decoder uses one more, as in VQGAN)
     attn_resolutions: tuple[int, ...] = ()    # feature-map sides (pixels) that get a self-attention block
     mid_attention: bool = True                # self-attention block in the middle of encoder and decoder
-    z_channels: int = 16                      # latent dim C of the token map the quantizer sees
+    z_channels: int = 16                      # channels of the encoder's output (and the decoder's input)
+    norm_groups: int | None = None            # GroupNorm groups; None = gcd(32, channels // 4); 32 = VQGAN, LlamaGen, VAR
+    # a conv between the encoder and the quantizer and its mirror before the decoder (VQGAN's quant_conv /
+    # post_quant_conv): kernel 1 or 3 (VAR), 0 = none (the encoder's output is quantized directly)
+    quant_conv_kernel: int = 0
+    embed_dim: int | None = None              # channels the quantizer sees (quant_conv's output); None = z_channels
     # --- quantizer ---
     quantizer: str = "vq"                     # a registered kind (QUANTIZERS): vq, msvq (VAR multi-scale), fsq, lfq
     codebook_size: int = 256                  # vq / msvq: number of codes (fsq / lfq derive theirs)
     scales: tuple[int, ...] | None = None     # msvq: token-map sides, increasing, last = image_size // factor
     # vq / msvq codebook options (vector-quantize-pytorch's VectorQuantize)
-    codebook_dim: int | None = None           # factorised lookup in this many dims (ViT-VQGAN); None = z_channels
+    codebook_dim: int | None = None           # factorised lookup in this many dims (ViT-VQGAN); None = latent_dim
     use_cosine_sim: bool = False              # l2-normalised codes and inputs (cosine lookup); vq only
     learnable_codebook: bool = False          # codes learned by gradient; False = EMA updates
     ema_decay: float = 0.99                   # EMA decay of the codebook statistics
@@ -70,6 +75,12 @@ class TokenizerConfig:
     def factor(self) -> int:
         """Downsampling factor of the autoencoder (pixels per token side)."""
         return 2 ** (len(self.channel_mults) - 1)
+
+    @property
+    def latent_dim(self) -> int:
+        """Channels C of the latent the quantizer sees: `embed_dim` when there is a quant_conv, else
+        the encoder's `z_channels`.  Quantizers read this, never z_channels."""
+        return self.embed_dim if self.embed_dim is not None else self.z_channels
 
     @property
     def token_size(self) -> int:
@@ -123,6 +134,19 @@ class TokenizerConfig:
             )
         if self.channels < 1 or self.base_width < 1 or self.z_channels < 1 or self.num_res_blocks < 1:
             fail("channels, base_width, z_channels and num_res_blocks must be >= 1")
+        if self.quant_conv_kernel not in (0, 1, 3):
+            fail(f"quant_conv_kernel must be 0 (no quant_conv), 1 or 3, got {self.quant_conv_kernel}")
+        if self.embed_dim is not None and self.embed_dim < 1:
+            fail(f"embed_dim must be >= 1 or None (= z_channels), got {self.embed_dim}")
+        if self.latent_dim != self.z_channels and not self.quant_conv_kernel:
+            fail(f"embed_dim {self.embed_dim} differs from z_channels {self.z_channels}: only a quant_conv maps "
+                 f"one to the other; set quant_conv_kernel=1 (or 3), or embed_dim=None")
+        if self.norm_groups is not None:
+            widths = sorted({self.base_width * m for m in self.channel_mults})
+            bad = [w for w in widths if w % self.norm_groups] if self.norm_groups >= 1 else widths
+            if bad:
+                fail(f"norm_groups {self.norm_groups} must divide every level's width {widths} (not {bad}); "
+                     f"pick a divisor or None (the default rule)")
         # The quantizer's own settings are checked by its class: a new kind brings its checks along.
         from .quantizers import QUANTIZERS  # the quantizers import this module
 

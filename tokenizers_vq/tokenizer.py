@@ -52,11 +52,18 @@ class VQTokenizer(
             base_width=config.base_width, channel_mults=config.channel_mults,
             num_res_blocks=config.num_res_blocks, z_channels=config.z_channels,
             resolution=config.image_size, attn_resolutions=config.attn_resolutions,
-            mid_attention=config.mid_attention,
+            mid_attention=config.mid_attention, norm_groups=config.norm_groups,
         )
         self.encoder = Encoder(in_channels=config.channels, **arch)
+        # VQGAN's quant_conv / post_quant_conv (z_channels <-> the quantizer's latent_dim); Identity
+        # when the config has none, so those models' state-dict keys are what they always were.
+        k, z, c = config.quant_conv_kernel, config.z_channels, config.latent_dim
+        self.quant_conv = nn.Conv2d(z, c, k, padding=k // 2) if k else nn.Identity()
         self.quantizer = build_quantizer(config)
+        self.post_quant_conv = nn.Conv2d(c, z, k, padding=k // 2) if k else nn.Identity()
         self.decoder = Decoder(out_channels=config.channels, **arch)
+        # where converted weights came from ({"format", "file", "sha256", "image_size"}), kept in config.json
+        self.origin: dict | None = None
 
     # ------------------------------------------------------------------ description
 
@@ -82,12 +89,21 @@ class VQTokenizer(
 
         `recon` is float32 and not clamped (clamping would cut gradients at the borders)."""
         images = self._as_model_dtype(images)
-        z = self.encoder(images * 2 - 1)        # (B, z_channels, h, w)
-        qout = self.quantizer(z)
+        qout = self.quantizer(self.latent(images))
+        recon = (self.decode_latent(qout.z_q) + 1) / 2
+        return recon, qout
+
+    def latent(self, images: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] -> what the quantizer sees (B, latent_dim, h, w).  All the
+        published tokenizers tokgen loads take x * 2 - 1 as input (LlamaGen's Normalize(0.5, 0.5),
+        VAR's x * 2 - 1, taming's x / 127.5 - 1 on 0..255), as ours do."""
+        return self.quant_conv(self.encoder(images * 2 - 1))
+
+    def decode_latent(self, z_q: Tensor) -> Tensor:
+        """Quantized latent (B, latent_dim, h, w) -> the decoder's raw output, about [-1, 1], not clamped."""
         # contiguous: the decoder then sees one memory layout on every path, so decode(encode(x))
         # matches forward bit for bit (convs round differently in channels-last layout).
-        recon = (self.decoder(qout.z_q.contiguous()) + 1) / 2
-        return recon, qout
+        return self.decoder(self.post_quant_conv(z_q.contiguous()))
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> list[Tensor]:
@@ -97,7 +113,7 @@ class VQTokenizer(
         of another dtype (float64 from numpy, float16, bfloat16) are converted to the model's."""
         images = self._as_model_dtype(images)
         with eval_mode(self):
-            return self.quantizer(self.encoder(images * 2 - 1)).indices
+            return self.quantizer(self.latent(images)).indices
 
     @torch.no_grad()
     def decode(self, tokens: list[Tensor]) -> Tensor:
@@ -105,7 +121,7 @@ class VQTokenizer(
         self.check_tokens(tokens)
         with eval_mode(self):
             z_q = self.quantizer.indices_to_latent(list(tokens))
-            return ((self.decoder(z_q.contiguous()) + 1) / 2).clamp(0, 1)
+            return ((self.decode_latent(z_q) + 1) / 2).clamp(0, 1)
 
     # ------------------------------------------------------------------ input checks
 
@@ -205,8 +221,12 @@ class VQTokenizer(
             # sync_codebook is how this process trained (DDP or not), not part of the model: a
             # checkpoint loads as "auto" so it works in a single process and under DDP alike.
             config = {**self.config.to_dict(), "sync_codebook": None}
-            write_model(tmp, {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config,
-                              "spec": self.spec.to_dict()}, self.state_dict())
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config, "spec": self.spec.to_dict()}
+            if self.origin:
+                meta["origin"] = self.origin
+                # the card's facts name the source file, unless the caller records a training run
+                training = training or {f"converted from {k}": v for k, v in self.origin.items()}
+            write_model(tmp, meta, self.state_dict())
             self.write_model_card(tmp, load_from=save_directory, training=training, license=license)
         return Path(save_directory)
 
@@ -226,6 +246,7 @@ class VQTokenizer(
         source = str(Path(directory) / "config.json")
         model = cls(config if config is not None else TokenizerConfig.from_dict(meta["config"], source=source))
         load_checked(model, state, source=str(directory))
+        model.origin = meta.get("origin") if isinstance(meta.get("origin"), dict) else None
         return model.to(device).eval()
 
 

@@ -34,6 +34,7 @@ if not (_here / "generators").is_dir() and (_here.parent / "generators" / "__ini
 _API = {
     "VQTokenizer": "tokgen.tokenizers_vq", "TokenizerConfig": "tokgen.tokenizers_vq",
     "get_preset": "tokgen.tokenizers_vq", "PRESETS": "tokgen.tokenizers_vq",
+    "convert_tokenizer": "tokgen.tokenizers_vq.published",      # LlamaGen, VAR, taming checkpoints
     "Generator": "tokgen.generators", "TokenSpec": "tokgen.generators", "Condition": "tokgen.generators",
     "FAMILIES": "tokgen.generators", "build_generator": "tokgen.generators", "load_generator": "tokgen.generators",
     "train_text_tokenizer": "tokgen.generators",

@@ -28,7 +28,7 @@ class FSQQuantizer(Quantizer):
 
     @classmethod
     def from_config(cls, cfg: TokenizerConfig) -> "FSQQuantizer":
-        return cls(cfg.z_channels, cfg.fsq_levels, cfg.token_size)
+        return cls(cfg.latent_dim, cfg.fsq_levels, cfg.token_size)
 
     @classmethod
     def validate_config(cls, cfg: TokenizerConfig) -> None:

@@ -40,7 +40,7 @@ class LFQQuantizer(Quantizer):
     @classmethod
     def from_config(cls, cfg: TokenizerConfig) -> "LFQQuantizer":
         return cls(
-            cfg.z_channels, cfg.lfq_bits, cfg.token_size,
+            cfg.latent_dim, cfg.lfq_bits, cfg.token_size,
             entropy_loss_weight=cfg.lfq_entropy_weight,
             commitment_loss_weight=cfg.lfq_commitment_weight,
             diversity_gamma=cfg.lfq_diversity_gamma,

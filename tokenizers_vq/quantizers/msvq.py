@@ -138,7 +138,7 @@ class MultiScaleVQ(Quantizer):
     @classmethod
     def from_config(cls, cfg: TokenizerConfig) -> "MultiScaleVQ":
         return cls(
-            cfg.z_channels, cfg.codebook_size, cfg.scales,
+            cfg.latent_dim, cfg.codebook_size, cfg.scales,
             phi_count=cfg.phi_count, phi_ratio=cfg.phi_ratio, codebook_dim=cfg.codebook_dim,
             learnable_codebook=cfg.learnable_codebook, ema_decay=cfg.ema_decay,
             kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters,

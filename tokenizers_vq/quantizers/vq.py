@@ -63,7 +63,7 @@ class VQ(Quantizer):
     @classmethod
     def from_config(cls, cfg: TokenizerConfig) -> "VQ":
         return cls(
-            cfg.z_channels, cfg.codebook_size, cfg.token_size,
+            cfg.latent_dim, cfg.codebook_size, cfg.token_size,
             codebook_dim=cfg.codebook_dim, use_cosine_sim=cfg.use_cosine_sim,
             learnable_codebook=cfg.learnable_codebook, ema_decay=cfg.ema_decay,
             kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters,
