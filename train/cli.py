@@ -26,6 +26,7 @@ COMMANDS = {
     "data": "data",
     "judge": "judge",
     "train-tokenizer": "train_tokenizer",
+    "convert-tokenizer": "convert_tokenizer",
     "extract-tokens": "extract_tokens",
     "train-generator": "train_generator",
     "sample": "sample",

@@ -15,7 +15,6 @@ itself must hold tensors only, which is checked.
 from __future__ import annotations
 
 import hashlib
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,11 +68,11 @@ def load_checkpoint(path: str | Path) -> tuple[Any, list[str]]:
     try:
         with torch.serialization.safe_globals(stand_ins):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ImportError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} could not be read by torch.load(weights_only=True): {first}. tokgen reads "
-                         f"released checkpoints without unpickling code; check that the file is complete "
-                         f"(its sha256) and is the released checkpoint") from None
+    except Exception as err:          # whatever a damaged or foreign file makes the unpickler raise
+        first = (str(err).strip().splitlines() or [""])[0].rstrip(".") or type(err).__name__
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint (torch.load(weights_only=True) failed: "
+                         f"{type(err).__name__}: {first}); check that the file is complete (compare its sha256 "
+                         f"with the release's) and is the released checkpoint itself") from None
     return obj, names
 
 

@@ -41,7 +41,7 @@ class VARVQVAE(PublishedFormat):
             if RELEASED_SCALES[-1] != token_size:
                 raise ValueError(f"VAR's released scales {RELEASED_SCALES} end at {RELEASED_SCALES[-1]} tokens "
                                  f"(256 px images); at this image size the token map is {token_size}: pass scales "
-                                 f"that end at {token_size}")
+                                 f"(--scales) that end at {token_size}, e.g. 1,2,3,4,6,8 for 8")
             scales = RELEASED_SCALES
         size, _ = shape(state, "quantize.embedding.weight", self.name)
         # VAR: quant_resi=0.5, phi(h) = 0.5 h + 0.5 conv(h); share_quant_resi convs, picked per scale
