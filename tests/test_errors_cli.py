@@ -206,6 +206,14 @@ CASES = [
     ("demo --tokenizer-scales 1,x --out {r}/demo", ["--tokenizer-scales", "1,x"]),
     ("demo --families gan --out {r}/demo", ["gan"]),
     ("demo --out {r}/binary.txt", ["--out", "binary.txt"]),
+    # ---- convert-tokenizer: a wrong format name, a missing or foreign file, an option of another format
+    ("convert-tokenizer --from vqgan {r}/missing.pth --out {r}/x", ["--from", "invalid choice: 'vqgan'"]),
+    ("convert-tokenizer --from var-vqvae {r}/missing.pth --out {r}/x", ["missing.pth", "not found"]),
+    ("convert-tokenizer --from var-vqvae {r}/gen/config.json --out {r}/x", ["config.json",
+                                                                            "not a readable PyTorch checkpoint"]),
+    ("convert-tokenizer --from llamagen-vq16 {r}/gen/model.safetensors --out {r}/x --scales 1,2",
+     ["--scales applies to --from var-vqvae"]),
+    ("convert-tokenizer --from var-vqvae {r}/missing.pth --out {r}/x --scales 1,x", ["--scales", "1,x"]),
     # ---- the command itself
     ("frobnicate", ["frobnicate", "invalid choice"]),
 ]

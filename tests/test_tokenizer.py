@@ -445,3 +445,51 @@ def test_perceptual_loss_from_local_weights_only(tmp_path):
     assert (d > 0).all()
     d.sum().backward()
     assert y.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------- options the published tokenizers need
+
+@pytest.mark.parametrize("preset,count,digest", [
+    # sha256 of "key shape" lines of the state dict, recorded before quant_conv / norm_groups / embed_dim existed
+    ("shapes-tiny", 136, "c658593da42a0f1a"),
+    ("shapes-tiny-msvq", 144, "7f8b7034bbcea03d"),
+    ("imagenet-256-var", 322, "a121a8454e9350d3"),
+])
+def test_builtin_presets_keep_their_state_dict_keys_and_shapes(preset, count, digest):
+    """The options added for the published tokenizers default to off: existing checkpoints load."""
+    import hashlib
+
+    with torch.device("meta"):
+        state = VQTokenizer(get_preset(preset)).state_dict()
+    text = "\n".join(f"{k} {tuple(v.shape)}" for k, v in state.items())
+    assert (len(state), hashlib.sha256(text.encode()).hexdigest()[:16]) == (count, digest)
+
+
+def test_quant_conv_embed_dim_and_norm_groups(tmp_path):
+    """A 3x3 quant_conv from z_channels 16 to an 8-dim quantizer latent, 8-group norms: the
+    quantizer sees latent_dim channels, the decoder gets z_channels back, and the folder round-trips."""
+    torch.manual_seed(0)
+    config = get_preset("shapes-tiny-msvq", scales=(1, 2, 4), base_width=16, channel_mults=(1, 2, 2, 2),
+                        z_channels=16, quant_conv_kernel=3, embed_dim=8, norm_groups=8, kmeans_init=False)
+    tok = VQTokenizer(config).eval()
+    assert config.latent_dim == 8 and tok.quantizer.dim == 8
+    assert tok.quant_conv.weight.shape == (8, 16, 3, 3) and tok.post_quant_conv.weight.shape == (16, 8, 3, 3)
+    assert all(m.num_groups == 8 for m in tok.modules() if isinstance(m, torch.nn.GroupNorm))
+    images = squares(2, size=32, cell=8)
+    assert tok.latent(images).shape == (2, 8, 4, 4)
+    tokens = tok.encode(images)
+    recon, _ = tok(images)
+    assert (recon.clamp(0, 1) - tok.decode(tokens)).abs().max() < 1e-5   # the two f_hat paths round apart
+    tok.save_pretrained(tmp_path / "tok")
+    again = VQTokenizer.from_pretrained(tmp_path / "tok")
+    assert again.config == config and all(torch.equal(a, b) for a, b in zip(tokens, again.encode(images)))
+
+
+@pytest.mark.parametrize("fields,needle", [
+    (dict(embed_dim=8), "only a quant_conv maps one to the other"),
+    (dict(quant_conv_kernel=2), "quant_conv_kernel must be 0"),
+    (dict(norm_groups=5), "norm_groups 5 must divide every level's width"),
+])
+def test_quant_conv_and_norm_group_settings_are_checked(fields, needle):
+    with pytest.raises(ValueError, match=needle):
+        get_preset("shapes-tiny", **fields)
