@@ -16,6 +16,7 @@ else is one ValueError listing the keys.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -154,7 +155,7 @@ def apply_rules(rules: list[Rule], source: dict[str, Tensor], target_shapes: dic
     problems: list[str] = []
     filled: dict[str, Tensor] = {}
     used: set[str] = set()
-    duplicate = sorted({r.target for r in rules if sum(q.target == r.target for q in rules) > 1})
+    duplicate = sorted(k for k, n in Counter(r.target for r in rules).items() if n > 1)
     if duplicate:  # pragma: no cover - a bug in a format's rules, not a user mistake
         raise RuntimeError(f"{name}: keys filled twice by the conversion rules: {duplicate}")
     missing = sorted({s for r in rules for s in r.sources if s not in source})

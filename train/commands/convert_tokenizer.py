@@ -17,9 +17,6 @@ import json
 
 HELP = "convert a released LlamaGen, VAR or taming tokenizer checkpoint into a tokgen tokenizer folder"
 
-FORMATS = ("llamagen-vq16", "var-vqvae", "taming-vqgan")   # tokgen.tokenizers_vq.published.FORMATS, kept import-free
-
-
 def _scales(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in text.split(",") if s.strip())
@@ -28,8 +25,10 @@ def _scales(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tokgen.tokenizers_vq.published import FORMATS
+
     p = argparse.ArgumentParser(prog="tokgen convert-tokenizer", description=HELP)
-    p.add_argument("--from", dest="source", required=True, choices=FORMATS,
+    p.add_argument("--from", dest="source", required=True, choices=tuple(FORMATS),
                    help="the published format: llamagen-vq16 (vq_ds16_c2i.pt), var-vqvae (vae_ch160v4096z32.pth), "
                         "taming-vqgan (vqgan_imagenet_f16_16384 last.ckpt)")
     p.add_argument("checkpoint", help="the released checkpoint file, as downloaded")
