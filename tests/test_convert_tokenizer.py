@@ -134,9 +134,24 @@ def test_var_parity_with_the_peer(converted):
               "fhat_from_indices": _max_error(q.indices_to_latent(tokens), ref["fhat_from_indices"]),
               "decoded": _max_error(decoded, ref["decoded"])}
     var_error = _max_error(var_input, ref["var_input"])
-    print("var-vqvae", errors, "var_input", var_error)
+    generator_error = _max_error(_generator_inputs(tok, tokens), ref["var_input"])
+    print("var-vqvae", errors, "var_input", var_error, "through the VAR generator", generator_error)
     assert max(errors.values()) < LATENT_TOL, errors
-    assert var_error < VAR_INPUT_TOL
+    assert var_error < VAR_INPUT_TOL and generator_error < VAR_INPUT_TOL
+
+
+def _generator_inputs(tok: VQTokenizer, tokens: list[torch.Tensor]) -> torch.Tensor:
+    """The next-scale inputs as the VAR generator itself builds them on the attached tokenizer."""
+    from tokgen.generators import build_generator
+
+    gen = build_generator("var", tok.spec, dict(width=32, depth=1, heads=4, condition="class", num_classes=2))
+    gen.attach_tokenizer(tok)
+    f_hat, parts = None, []
+    with torch.no_grad():
+        for k in range(len(tokens) - 1):
+            f_hat, nxt = gen._next_input(gen._source(), f_hat, tokens[k], k)
+            parts.append(nxt)
+    return torch.cat(parts, dim=1)
 
 
 @needs_fixtures
