@@ -1,10 +1,17 @@
 """Sampling and training speed of every registered generator family at the peers' matched
-configuration (../shared/PEERS.md), with the peers' own figures as ratios beside ours.
+configuration (../shared/PEERS.md), side by side with the peers' own code run in the same session
+and with the machine's arithmetic limit (bench/limits.py).
 
-    python bench/bench_generators.py                      # every family, float32 and auto (a few minutes)
-    python bench/bench_generators.py --quick              # one repeat, no warm-up: a smoke test
+    python bench/bench_generators.py                      # every family, float32 and auto, peers if set up
+    python bench/bench_generators.py --quick --peers none # one repeat, no warm-up: a smoke test
     python bench/bench_generators.py --families ar maskgit --precisions fp32
     python bench/bench_generators.py --precisions fp32 bf16   # bf16 even where it is slow
+    python bench/bench_generators.py --peers llamagen var --rounds 2   # ours, theirs, ours, theirs
+
+Peers (bench/peer_harness.py): the harness ../shared/peers-bench runs each peer's own code in its own venv
+(setup_peers.sh); per family, ours and the family's peers run one after the other, `--rounds`
+times, and the ratios printed are from this run only.  Without the peers the bench prints ours and
+the limit, and `peers.missing` / `peers.why` say what is absent.
 
 Precisions: fp32; bf16; auto = bf16 where this device runs it fast, else fp32 (train/precision.py;
 a precision that resolves to one already timed is not timed twice).
@@ -14,12 +21,13 @@ codebook 1024, width 256, depth 4, 8 heads of 32, MLP ratio 4, 1000 classes; gen
 guided (cfg 3: the conditional and null rows in one doubled batch) and unguided; training batch 16,
 one forward + backward (no optimizer step); median of 5 runs after 1 warm-up; 2 threads.
 Random weights: token generation only, the image decoder is not timed.  Prints one JSON object;
-bench/README.md says what each figure means.
+bench/README.md says what each figure means.  Read every figure with the CPU model `machine` records.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -28,6 +36,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import limits  # noqa: E402
+import peer_harness as peer_bench  # noqa: E402
+import side_by_side  # noqa: E402
 
 from tokgen.generators import (CONDITIONS, FAMILIES, build_generator, condition_kind, family_class,  # noqa: E402
                                train_text_tokenizer)
@@ -49,13 +62,6 @@ VAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 # count is fixed (AR, VAR: fixed_steps), at that count.
 PEER_STEPS = {"maskgit": (12,)}
 
-# PEERS.md, same machine kind, same matched configuration.  Seconds for 8 images; tokens/s.
-PEERS = {
-    "ar": {"LlamaGen": {"guided_s": 1.81, "unguided_s": 1.11, "train_tok_s": 6515},
-           "DALLE-pytorch": {"guided_s": 2.41, "unguided_s": 1.31, "train_tok_s": 2955}},
-    "maskgit": {"muse-maskgit-pytorch": {"guided_s": 3.89, "unguided_s": 2.11, "train_tok_s": 3992}},
-    "var": {"VAR": {"guided_s": 0.74, "unguided_s": None, "train_tok_s": 4927}},
-}
 CAPTIONS = ["a large red circle at the top left", "a small blue square at the center",
             "a large green triangle at the bottom right", "a small yellow diamond at the top",
             "a large purple square at the left", "a small cyan circle at the bottom",
@@ -119,36 +125,58 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_generation(model, steps: int | None, repeats: int, warmup: int) -> dict:
+def generation_calls(model, steps: int | None) -> dict:
+    """The calls timed for generation at `steps`: {"unguided_s": fn, "guided_s": fn (conditional
+    models)}; the same callables are timed and counted (limits.count_flops)."""
     cond = condition(model, GEN_BATCH)
     run = lambda cfg: lambda: model.generate(cond, num_samples=GEN_BATCH, steps=steps, cfg_scale=cfg,  # noqa: E731
                                               generator=torch.Generator(model.device).manual_seed(0))
-    out = {"unguided_s": timed(run(1.0), repeats, warmup, model.device)}
-    if cond is not None:
-        out["guided_s"] = timed(run(CFG), repeats, warmup, model.device)
-    return out
+    return {"unguided_s": run(1.0), **({"guided_s": run(CFG)} if cond is not None else {})}
 
 
-def bench_training(model, precision: Choice, repeats: int, warmup: int) -> dict:
-    model.train()
+def training_call(model, precision: Choice):
+    """One training step as timed: forward + backward of a batch of 16, no optimizer step.  The
+    caller puts the model in train mode."""
     g = torch.Generator().manual_seed(1)
     tokens = [torch.randint(0, CODEBOOK, (TRAIN_BATCH, s, s), generator=g).to(model.device)
               for s in model.spec.scales]
     cond = condition(model, TRAIN_BATCH)
+
     def step():
         with autocast(precision, model.device):
             loss, _ = model.loss(tokens, cond)
         loss.backward()
         model.zero_grad(set_to_none=True)
+    return step
 
-    seconds = timed(step, repeats, warmup, model.device)
+
+def bench_generation(model, steps: int | None, repeats: int, warmup: int) -> dict:
+    return {k: timed(fn, repeats, warmup, model.device) for k, fn in generation_calls(model, steps).items()}
+
+
+def bench_training(model, precision: Choice, repeats: int, warmup: int) -> dict:
+    model.train()
+    seconds = timed(training_call(model, precision), repeats, warmup, model.device)
     model.eval()
     n = TRAIN_BATCH * model.spec.tokens_per_image
     return {"train_s": seconds, "train_tok_s": n / seconds, "train_img_s": TRAIN_BATCH / seconds}
 
 
+def count_family(model, family: str) -> dict:
+    """The FLOPs of every timed call, counted by running it once (float32; a precision changes the
+    rate, not the count): {"train_s": n, "generate": {steps label: {"unguided_s": n, ...}}}."""
+    model.train()
+    out = {"train_s": limits.count_flops(training_call(model, "fp32"))["total"]}
+    model.eval()
+    out["generate"] = {_steps_label(s): {k: limits.count_flops(fn)["total"]
+                                         for k, fn in generation_calls(model, s).items()}
+                       for s in steps_timed(family)}
+    return out
+
+
 def bench_family(family: str, condition_kind: str, precisions: dict[str, Choice], repeats: int, warmup: int,
                  device: torch.device, text_tokenizer) -> dict:
+    """Our figures for one family and the FLOPs of each timed call."""
     model = build(family, condition_kind, text_tokenizer).to(device)
     result = {"params_M": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2),
               "scales": list(model.spec.scales), "tokens_per_image": model.spec.tokens_per_image}
@@ -162,9 +190,14 @@ def bench_family(family: str, condition_kind: str, precisions: dict[str, Choice]
             model.float()
             timed_as[precision.chosen] = timings
         result[name] = {"precision": precision.chosen, **timed_as[precision.chosen]}
+    # after the timings: counting runs each call once more, slowly (the counter sees every op)
+    result["flops"] = count_family(model, family)
     result.update(_per_step(family, result, list(precisions)))
-    result["speedup_vs_peer"] = _speedups(family, result, list(precisions))
     return result
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _steps_label(steps: int | None) -> str:
@@ -172,62 +205,97 @@ def _steps_label(steps: int | None) -> str:
 
 
 def _per_step(family: str, result: dict, precisions: list[str]) -> dict:
-    """Families timed at two step counts (D3PM): the marginal cost of one step, from the difference."""
+    """Families timed at two step counts (D3PM): the marginal cost of one step, from the difference
+    of the two timings and of the two FLOP counts."""
     steps = steps_timed(family)
     if len(steps) < 2:
         return {}
-    lo, hi = steps[0], steps[-1]
-    out = {}
-    for p in precisions:
-        gen = result[p]["generate"]
-        out[p] = {k: (gen[_steps_label(hi)][k] - gen[_steps_label(lo)][k]) / (hi - lo)
-                  for k in gen[_steps_label(hi)]}
-    return {"seconds_per_step": out}
-
-
-def _speedups(family: str, result: dict, precisions: list[str]) -> dict:
-    """Peer time / our time for generation (at the first matched step count), our tokens/s / the
-    peer's for training: above 1 means we are faster."""
-    out = {}
-    for peer, figures in PEERS.get(family, {}).items():
-        out[peer] = {}
-        for p in precisions:
-            ours = next(iter(result[p]["generate"].values()))
-            ratios = {"train": result[p]["train_tok_s"] / figures["train_tok_s"]}
-            for kind in ("guided_s", "unguided_s"):
-                if figures[kind] and kind in ours:
-                    ratios[kind.removesuffix("_s")] = figures[kind] / ours[kind]
-            out[peer][p] = {k: round(v, 2) for k, v in ratios.items()}
-    return out
+    lo, hi = _steps_label(steps[0]), _steps_label(steps[-1])
+    diff = lambda gen: {k: (gen[hi][k] - gen[lo][k]) / (steps[-1] - steps[0]) for k in gen[hi]}  # noqa: E731
+    result["flops"]["per_step"] = diff(result["flops"]["generate"])
+    return {"seconds_per_step": {p: diff(result[p]["generate"]) for p in precisions}}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
     families = args.families or sorted(FAMILIES)
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         raise SystemExit(f"error: unknown families {unknown}: registered are {sorted(FAMILIES)}")
+    for flag, value, low in (("--repeats", args.repeats, 1), ("--rounds", args.rounds, 1), ("--threads", args.threads, 1)):
+        if value < low:
+            raise SystemExit(f"error: {flag} must be >= {low}, got {value}")
+    selection = peer_bench.parse_selection(args.peers)
+    device = _device(args.device)
+    torch.set_num_threads(args.threads)
     repeats, warmup = (1, 0) if args.quick else (args.repeats, 1)
-    device = torch.device(args.device)
     # resolved after set_num_threads: the CPU probe times matmuls on the threads the bench uses
     precisions = {p: resolve_precision(p, device, flag="--precisions") for p in dict.fromkeys(args.precisions)}
     text_tokenizer = train_text_tokenizer(CAPTIONS * 4, vocab_size=300) \
         if condition_kind(args.condition).uses_captions else None
-    report = {"machine": describe(device),   # with the float32 matmul rate: the limit's basis
+    load_before = os.getloadavg()
+    dtypes = sorted({precision.dtype for precision in precisions.values()}, key=str)
+    # --quick: a smaller GEMM (1024, 3 runs), enough for a smoke test; a figure uses limits.RATE_SIZE
+    rate_args = dict(size=1024, runs=3) if args.quick else {}
+    rates = {_dtype_name(d): {"start": limits.matmul_rate(d, device, **rate_args)} for d in dtypes}
+    peers = peer_bench.discover(selection, families, device.type)
+    report = {"machine": {**describe(device, rate=False), "load_average_before": load_before},
               "config": {**MATCHED, "codebook_size": CODEBOOK, "tokens": f"{SIDE}x{SIDE}",
                          "var_scales": list(VAR_SCALES),
                          "condition": args.condition, "generation_batch": GEN_BATCH, "cfg_scale": CFG,
-                         "train_batch": TRAIN_BATCH, "repeats": repeats, "warmup": warmup,
+                         "train_batch": TRAIN_BATCH, "repeats": repeats, "warmup": warmup, "rounds": args.rounds,
                          "steps": {f: list(steps_timed(f)) for f in families}},
               "precisions": {p: c.to_dict() for p, c in precisions.items()},
-              "families": {}}
+              "matmul_rate": rates, "peers": peers, "families": {}}
     for family in families:
-        print(f"[bench] {family} ...", file=sys.stderr, flush=True)
-        report["families"][family] = bench_family(family, args.condition, precisions, repeats, warmup,
-                                                   device, text_tokenizer)
+        family_peers = [k for k in peers["available"] if peer_bench.PEERS[k].family == family]
+        ours, theirs = [], {k: [] for k in family_peers}
+        for r in range(args.rounds):              # ours, then each peer, per round: they see the same load
+            print(f"[bench] {family} round {r + 1}/{args.rounds}: ours ...", file=sys.stderr, flush=True)
+            ours.append(bench_family(family, args.condition, precisions, repeats, warmup, device, text_tokenizer))
+            for key in family_peers:
+                print(f"[bench] {family} round {r + 1}/{args.rounds}: {key} ...", file=sys.stderr, flush=True)
+                theirs[key].append(peer_bench.run_peer(key, runs=repeats, warmup=warmup, threads=args.threads))
+        report["families"][family] = side_by_side.family_entry(ours, theirs)
+    for d, r in rates.items():
+        # the limit's rate: the better of the two readings, what this machine did at best in this run
+        r["end"] = limits.matmul_rate(getattr(torch, d), device, **rate_args)
+        r["used_gflops"] = max(r["start"]["gflops"], r["end"]["gflops"])
+    report["machine"]["load_average_after"] = os.getloadavg()
+    rate_of = {p: rates[_dtype_name(c.dtype)]["used_gflops"] for p, c in precisions.items()}
+    for entry in report["families"].values():
+        side_by_side.add_limits(entry, rate_of)
+    report["table"] = side_by_side.table(report["families"], list(precisions))
+    side_by_side.print_table(report["table"])
+    report["warnings"] = _load_warnings(load_before, report["machine"]["load_average_after"], args.threads)
+    for w in report["warnings"]:
+        print(f"[bench] warning: {w}", file=sys.stderr)
+    if peers["missing"]:
+        print(f"[bench] peer columns missing: {', '.join(peers['missing'])} (see peers.why)", file=sys.stderr)
     print(json.dumps(_rounded(report), indent=2))
     return 0
+
+
+def _load_warnings(before: tuple, after: tuple, threads: int) -> list[str]:
+    """A loaded machine: with more runnable threads than cores, every small op of a 2-thread
+    decode waits for both of its threads to be scheduled, so step-bound figures (AR: 256 steps)
+    slow down 10-100x, far more than the matmul rate does.  Such a run's figures are not figures."""
+    cores = os.cpu_count() or 1
+    # the bench itself accounts for about `threads` of the 1-minute load average by the end
+    busy = [(when, load[0]) for when, load in (("before", before), ("after", after))
+            if load[0] > (1.0 if when == "before" else threads + 1.0)]
+    return [f"load average {load:.1f} {when} the run on {cores} cores: other processes competed for the CPU, "
+            f"so these timings overstate ours and the peers' (rerun on an idle machine)" for when, load in busy]
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise SystemExit(f"error: --device {name!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name}: CUDA is not available in this torch ({torch.__version__})")
+    return device
 
 
 def _rounded(x):
@@ -235,7 +303,7 @@ def _rounded(x):
         return round(x, 4) if abs(x) < 100 else round(x, 1)
     if isinstance(x, dict):
         return {k: _rounded(v) for k, v in x.items()}
-    return [_rounded(v) for v in x] if isinstance(x, list) else x
+    return [_rounded(v) for v in x] if isinstance(x, (list, tuple)) else x
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,7 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is reported)")
     p.add_argument("--quick", action="store_true", help="one timed run, no warm-up: a smoke test, not a figure")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (the peers run on the CPU only)")
+    p.add_argument("--peers", nargs="+", default=["auto"], metavar="PEER",
+                   help=f"auto (every peer of a timed family that is set up), none, or some of {sorted(peer_bench.PEERS)}")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="per family, ours then the peers, this many times; figures are the median over rounds")
     return p
 
 
