@@ -107,8 +107,13 @@ def condition(model, batch: int):
     return model.make_condition(labels=labels, captions=(CAPTIONS * batch)[:batch])
 
 
-def timed(fn, repeats: int, warmup: int, device: torch.device) -> float:
-    """Median wall time of fn() over `repeats` runs after `warmup` untimed ones."""
+def timed(fn, repeats: int, warmup: int, device: torch.device, flops: dict | None = None, key: str = "") -> float:
+    """Median wall time of fn() over `repeats` runs after `warmup` untimed ones.  With `flops`, the
+    first untimed run (an extra one when warmup is 0) runs under limits.count_flops and stores the
+    call's FLOPs at flops[key]: the counter slows it, and only untimed runs may be slowed."""
+    if flops is not None:
+        flops[key] = limits.count_flops(fn)["total"]
+        warmup = max(warmup - 1, 0)
     times = []
     for i in range(warmup + repeats):
         _sync(device)
@@ -150,48 +155,41 @@ def training_call(model, precision: Choice):
     return step
 
 
-def bench_generation(model, steps: int | None, repeats: int, warmup: int) -> dict:
-    return {k: timed(fn, repeats, warmup, model.device) for k, fn in generation_calls(model, steps).items()}
+def bench_generation(model, steps: int | None, repeats: int, warmup: int, flops: dict | None = None) -> dict:
+    return {k: timed(fn, repeats, warmup, model.device, flops, k) for k, fn in generation_calls(model, steps).items()}
 
 
-def bench_training(model, precision: Choice, repeats: int, warmup: int) -> dict:
+def bench_training(model, precision: Choice, repeats: int, warmup: int, flops: dict | None = None) -> dict:
     model.train()
-    seconds = timed(training_call(model, precision), repeats, warmup, model.device)
+    seconds = timed(training_call(model, precision), repeats, warmup, model.device, flops, "train_s")
     model.eval()
     n = TRAIN_BATCH * model.spec.tokens_per_image
     return {"train_s": seconds, "train_tok_s": n / seconds, "train_img_s": TRAIN_BATCH / seconds}
 
 
-def count_family(model, family: str) -> dict:
-    """The FLOPs of every timed call, counted by running it once (float32; a precision changes the
-    rate, not the count): {"train_s": n, "generate": {steps label: {"unguided_s": n, ...}}}."""
-    model.train()
-    out = {"train_s": limits.count_flops(training_call(model, "fp32"))["total"]}
-    model.eval()
-    out["generate"] = {_steps_label(s): {k: limits.count_flops(fn)["total"]
-                                         for k, fn in generation_calls(model, s).items()}
-                       for s in steps_timed(family)}
-    return out
-
-
 def bench_family(family: str, condition_kind: str, precisions: dict[str, Choice], repeats: int, warmup: int,
                  device: torch.device, text_tokenizer) -> dict:
-    """Our figures for one family and the FLOPs of each timed call."""
+    """Our figures for one family and the FLOPs of each timed call (`flops`: counted in the first
+    precision's warm-up runs; a precision changes the rate, not the count)."""
     model = build(family, condition_kind, text_tokenizer).to(device)
     result = {"params_M": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2),
               "scales": list(model.spec.scales), "tokens_per_image": model.spec.tokens_per_image}
+    flops: dict = {}
     timed_as: dict[str, dict] = {}                                  # chosen precision -> its timings
     for name, precision in precisions.items():
         if precision.chosen not in timed_as:
-            timings = bench_training(model, precision, repeats, warmup)  # float32 weights (bf16: autocast)
+            count = not timed_as                                    # the first precision timed counts
+            timings = bench_training(model, precision, repeats, warmup,  # float32 weights (bf16: autocast)
+                                     flops if count else None)
             sampler = model.to(precision.dtype)                     # bf16: bfloat16 weights
-            timings["generate"] = {_steps_label(s): bench_generation(sampler, s, repeats, warmup)
-                                   for s in steps_timed(family)}
+            timings["generate"] = {}
+            for s in steps_timed(family):
+                counted = flops.setdefault("generate", {}).setdefault(_steps_label(s), {}) if count else None
+                timings["generate"][_steps_label(s)] = bench_generation(sampler, s, repeats, warmup, counted)
             model.float()
             timed_as[precision.chosen] = timings
         result[name] = {"precision": precision.chosen, **timed_as[precision.chosen]}
-    # after the timings: counting runs each call once more, slowly (the counter sees every op)
-    result["flops"] = count_family(model, family)
+    result["flops"] = flops
     result.update(_per_step(family, result, list(precisions)))
     return result
 

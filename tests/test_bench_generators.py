@@ -137,3 +137,41 @@ def test_side_by_side_ratios_come_from_the_run(bench):
     assert entry["fp32"]["limit"]["generate"]["default"]["guided_s"]["limit_s"] == pytest.approx(0.02)
     rows = side.table({"ar": entry}, ["fp32"])
     assert rows[1]["peers"]["LlamaGen"] == {"peer_s": 8.0, "peer_over_ours": 2.0}
+
+
+FAKE_PEER = '''
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C
+C.setup()
+calls = {}
+def gen():
+    calls["gen"] = calls.get("gen", 0) + 1
+def decode():
+    calls["decode"] = calls.get("decode", 0) + 1
+g, _ = C.time_fn(gen)
+C.time_fn(decode)
+C.emit({"headline": {"params": 5_000_000, "gen_median_s": 2.0, "train_images_per_s": 8.0,
+                     "train_tokens_per_s": 2048.0, "forward_passes": 10,
+                     "note": f"gen {calls['gen']} decode {calls['decode']}"},
+        "headline_nocfg": {"note": "no unguided path"}, "train": {"median_s": 2.0}})
+'''
+
+
+def test_a_peer_script_runs_in_its_python_with_the_runs_asked_and_its_decoder_once(bench, monkeypatch, tmp_path):
+    """The harness script runs as a subprocess of PEERS_PY with BENCH_RUNS / BENCH_WARMUP; the
+    decoder it also times (not compared) runs once; its headline becomes the peer's figures."""
+    common = Path(__file__).resolve().parents[2] / "shared" / "peers-bench" / "_common.py"
+    if not common.is_file():
+        pytest.skip(f"the shared peers harness is not at {common.parent}")
+    (tmp_path / "_common.py").write_text(common.read_text())
+    (tmp_path / "bench_var.py").write_text(FAKE_PEER)
+    monkeypatch.setenv("PEERS_BENCH_DIR", str(tmp_path))
+    monkeypatch.setenv("PEERS_PY", sys.executable)
+    figures = bench["peer_harness"].run_peer("var", runs=3, warmup=1, threads=1)
+    assert figures["guided_s"] == 2.0 and figures["unguided_s"] is None and figures["train_s"] == 2.0
+    assert figures["params_M"] == 5.0 and figures["runs"] == 3 and figures["threads"] == 1
+    assert figures["note"] == "gen 4 decode 1"                  # 3 runs + 1 warm-up; the decoder once
+    (tmp_path / "bench_var.py").write_text("import sys; sys.exit('no checkout')")
+    failed = bench["peer_harness"].run_peer("var", runs=1, warmup=0, threads=1)
+    assert failed["error"] == "exit code 1" and "no checkout" in failed["stderr_tail"]
