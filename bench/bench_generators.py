@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     # --quick: a smaller GEMM (1024, 3 runs), enough for a smoke test; a figure uses limits.RATE_SIZE
     rate_args = dict(size=1024, runs=3) if args.quick else {}
     rates = {_dtype_name(d): {"start": limits.matmul_rate(d, device, **rate_args)} for d in dtypes}
-    peers = peer_bench.discover(selection, families, device.type)
+    peers = peer_bench.discover(selection, families, device.type, args.condition)
     report = {"machine": {**describe(device, rate=False), "load_average_before": load_before},
               "config": {**MATCHED, "codebook_size": CODEBOOK, "tokens": f"{SIDE}x{SIDE}",
                          "var_scales": list(VAR_SCALES),
@@ -317,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (the peers run on the CPU only)")
     p.add_argument("--peers", nargs="+", default=["auto"], metavar="PEER",
-                   help=f"auto (every peer of a timed family that is set up), none, or some of {sorted(peer_bench.PEERS)}")
+                   help=f"auto (per timed family, the peers conditioned like ours, else all its peers, where set up), none, "
+                        f"or some of {sorted(peer_bench.PEERS)}")
     p.add_argument("--rounds", type=int, default=1,
                    help="per family, ours then the peers, this many times; figures are the median over rounds")
     return p

@@ -28,6 +28,7 @@ class Peer:
     key: str            # the harness's name: bench_<key>.py, and the --peers value
     name: str           # as the JSON and the table print it
     family: str         # which of our families it is compared with
+    kind: str           # its condition kind as ours names them: "class" or "text"
     condition: str      # what the peer conditions on (ours: --condition, class by default)
     guidance: str       # how the peer guides; the cost of guidance does not depend on its scale
     module: str | None = None                       # a pip peer: imported in the venv to probe it
@@ -39,15 +40,15 @@ class Peer:
 
 
 PEERS = {p.key: p for p in [
-    Peer("llamagen", "LlamaGen", "ar", "class (1000, 1 class token)",
+    Peer("llamagen", "LlamaGen", "ar", "class", "class (1000, 1 class token)",
          "cfg 4.0: conditional and null rows in one doubled batch (2B = 16), as ours",
          checkout=("LLAMAGEN_DIR", "peer_LlamaGen", "autoregressive/models/gpt.py")),
-    Peer("dalle", "DALLE-pytorch", "ar", "text (32 caption tokens in the causal sequence)",
+    Peer("dalle", "DALLE-pytorch", "ar", "text", "text (32 caption tokens in the causal sequence)",
          "cond_scale 3: two forwards per token (conditional, then null), KV cache on", module="dalle_pytorch"),
-    Peer("muse", "muse-maskgit-pytorch", "maskgit", "text (32 fixed T5-sized embeddings, cross-attention)",
+    Peer("muse", "muse-maskgit-pytorch", "maskgit", "text", "text (32 fixed T5-sized embeddings, cross-attention)",
          "cond_scale 3: two sequential passes per step at batch 8 (ours: one pass at batch 16)",
          module="muse_maskgit_pytorch"),
-    Peer("var", "VAR", "var", "class (1000)",
+    Peer("var", "VAR", "var", "class", "class (1000)",
          "cfg 1.5: batch always doubled (2B = 16), as ours; no unguided path in its API",
          checkout=("VAR_DIR", "peer_VAR", "models/var.py")),
 ]}
@@ -78,13 +79,23 @@ def parse_selection(values: list[str]) -> list[str] | str:
     return list(dict.fromkeys(values))
 
 
-def discover(selection: list[str] | str, families: list[str], device_type: str) -> dict:
+def auto_selection(condition: str) -> dict[str, Peer]:
+    """--peers auto: per family, the peers conditioned like ours (--condition), else all of the
+    family's (MaskGIT's only peer, muse, is text-conditioned)."""
+    out = {}
+    for family in dict.fromkeys(p.family for p in PEERS.values()):
+        mine = [p for p in PEERS.values() if p.family == family]
+        out.update({p.key: p for p in ([p for p in mine if p.kind == condition] or mine)})
+    return out
+
+
+def discover(selection: list[str] | str, families: list[str], device_type: str, condition: str = "class") -> dict:
     """Which peers can run here: {"available": [keys], "missing": [keys], "why": {key: reason}, ...}.
     Every peer of a timed family that will not run is listed in `missing` with its reason (not
     requested, no venv, no checkout, an import error, a GPU run), so a JSON without a peer column
     always says why."""
     py, harness = peers_python(), harness_dir()
-    named = PEERS if selection == "auto" else {k: PEERS[k] for k in selection}
+    named = auto_selection(condition) if selection == "auto" else {k: PEERS[k] for k in selection}
     out = {"selection": selection if selection == "auto" else list(selection), "available": [], "missing": [],
            "why": {}, "python": str(py), "harness": str(harness),
            "families_without_peer": sorted(set(families) - {p.family for p in PEERS.values()})}
@@ -97,6 +108,9 @@ def discover(selection: list[str] | str, families: list[str], device_type: str) 
         if peer.family not in families:
             if key in named and selection != "auto":
                 miss(key, f"its family {peer.family!r} is not timed in this run (--families)")
+        elif key not in named and selection == "auto":
+            miss(key, f"--peers auto takes the peers conditioned like ours (--condition {condition}); "
+                      f"name it to run it too (--peers {key} ...)")
         elif key not in named:
             miss(key, f"not requested (--peers {' '.join(selection) or 'none'})")
         elif device_type != "cpu":
