@@ -29,14 +29,16 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import limits  # noqa: E402
 import peer_harness as peer_bench  # noqa: E402
@@ -238,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = {_dtype_name(d): {"start": limits.matmul_rate(d, device, **rate_args)} for d in dtypes}
     peers = peer_bench.discover(selection, families, device.type, args.condition)
     report = {"machine": {**describe(device, rate=False), "load_average_before": load_before},
+              "code": _code_version(),
               "config": {**MATCHED, "codebook_size": CODEBOOK, "tokens": f"{SIDE}x{SIDE}",
                          "var_scales": list(VAR_SCALES),
                          "condition": args.condition, "generation_batch": GEN_BATCH, "cfg_scale": CFG,
@@ -272,6 +275,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] peer columns missing: {', '.join(peers['missing'])} (see peers.why)", file=sys.stderr)
     print(json.dumps(_rounded(report), indent=2))
     return 0
+
+
+def _code_version() -> dict:
+    """The commit timed and the files that differ from it (other work in the tree changes figures)."""
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "HEAD").strip() or None,
+            "modified": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]}
 
 
 def _load_warnings(before: tuple, after: tuple, threads: int) -> list[str]:

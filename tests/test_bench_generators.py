@@ -88,6 +88,7 @@ def test_quick_run_without_peers_prints_ours_the_limit_and_the_missing_peers(ben
     assert rate["start"]["gflops"] > 0 and rate["end"]["gflops"] > 0
     assert rate["used_gflops"] == max(rate["start"]["gflops"], rate["end"]["gflops"])
     assert report["machine"]["cpu_capability"] and "load_average_before" in report["machine"]
+    assert "commit" in report["code"] and isinstance(report["code"]["modified"], list)
     ar = report["families"]["ar"]
     assert ar["flops"]["generate"]["default"]["guided_s"] == 2 * ar["flops"]["generate"]["default"]["unguided_s"]
     for workload in ("unguided_s", "guided_s"):
