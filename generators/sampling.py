@@ -59,8 +59,9 @@ def gumbel_noise(shape: tuple[int, ...] | torch.Size, *, generator: torch.Genera
     """Standard Gumbel samples -log(-log(U)), U ~ U(0, 1) drawn from `generator`."""
     u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
     tiny = torch.finfo(dtype).tiny
-    exp_noise = -torch.log(u.clamp_min(tiny))           # Exp(1)
-    return -torch.log(exp_noise.clamp_min(tiny))
+    # in place, the same six elementwise steps as -log(-log(u)) with clamps: no new (B, N, V)
+    # buffer per step (on the CPU a fresh buffer of megabytes is page-faulted in on every draw)
+    return u.clamp_min_(tiny).log_().neg_().clamp_min_(tiny).log_().neg_()    # Exp(1), then Gumbel
 
 
 def sample(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -74,7 +75,7 @@ def sample(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None
     if temperature == 0:
         ids = filtered.argmax(dim=-1)
     else:
-        ids = (logp + gumbel_noise(logp.shape, generator=generator, device=logp.device)).argmax(dim=-1)
+        ids = gumbel_noise(logp.shape, generator=generator, device=logp.device).add_(logp).argmax(dim=-1)
     return ids, logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
 
 
@@ -88,7 +89,7 @@ def guided(scale: float) -> bool:
 def cfg_mix(logits_cond: Tensor, logits_uncond: Tensor, scale: float) -> Tensor:
     """l = l_u + s (l_c - l_u), in float32."""
     lc, lu = logits_cond.float(), logits_uncond.float()
-    return lu + scale * (lc - lu)
+    return (lc - lu).mul_(scale).add_(lu)          # = lu + s (lc - lu), one new buffer instead of three
 
 
 def mix_guided(logits: Tensor, scale: float, doubled: bool) -> Tensor:

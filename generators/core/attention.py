@@ -70,8 +70,10 @@ class KVCache:
     def __init__(self, num_layers: int, batch_size: int, max_len: int, heads: int, head_dim: int,
                  *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         shape = (num_layers, batch_size, heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # uninitialised: a position is read only after it is written (update returns [0, start+T)),
+        # and zero-filling VAR's 2 x 22 MB cache cost 3.5% of a guided sample on 2 CPU cores
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
         self.length = 0        # positions [0, length) are filled
 
     @classmethod
