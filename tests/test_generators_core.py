@@ -264,6 +264,23 @@ def test_gumbel_noise_is_seeded_and_standard():
     assert abs(a.mean().item() - 0.5772) < 0.02                 # Euler-Mascheroni constant
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_in_place_sampling_steps_equal_the_textbook_formulas_bit_for_bit(dtype):
+    """gumbel_noise, sample and cfg_mix work in place for speed; seeded samples must not change:
+    the same values as -log(-log(u)) with clamps, logp + noise and lu + s (lc - lu)."""
+    shape, tiny = (4, 37, 1025), torch.finfo(dtype).tiny
+    u = torch.rand(shape, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    textbook = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))
+    assert torch.equal(gumbel_noise(shape, generator=torch.Generator().manual_seed(5), dtype=dtype), textbook)
+    logits = torch.randn(shape, generator=torch.Generator().manual_seed(6)) * 3
+    logp = logits.log_softmax(-1)
+    noise = gumbel_noise(shape, generator=torch.Generator().manual_seed(7))
+    ids, _ = sample(logits, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(ids, (logp + noise).argmax(-1))
+    lc, lu = torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype)
+    assert torch.equal(cfg_mix(lc, lu, 3.0), lu.float() + 3.0 * (lc.float() - lu.float()))
+
+
 def test_cfg_mixing_and_schedules():
     lc, lu = torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 1.0]])
     assert torch.equal(cfg_mix(lc, lu, 1.0), lc) and torch.equal(cfg_mix(lc, lu, 0.0), lu)
