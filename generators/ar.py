@@ -223,6 +223,12 @@ class ARGenerator(Generator):
 
     def _decode(self, out: Tensor, start: int, cond: Condition | None, known: tuple[Tensor, Tensor] | None,
                 cfg_scale: float, sampling: dict) -> Tensor:
+        # Why this loop stays eager: at batch 8 a step reads every weight (13.7 MB at width 256,
+        # depth 4, codebook 1024) and the cache so far (8.4 MB on average) for ~60 MFLOP, so it is
+        # bound by memory traffic, not Python: in a 1-thread profile 57% of the time was the linear
+        # layers and 26% the attention kernel.  A torch.compile'd one-token step (inductor, static
+        # full-length cache; AMD EPYC AVX2, 1 thread, 2026-12-02) took 2.5-2.9 s of CPU time for
+        # 256 steps against 2.9 s eager: within the noise, for 37 s of compilation.
         B, N = out.shape
         doubled = guided(cfg_scale)
         prefix = self._prefix(cond, B, None)                                    # (B, P, D)
