@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[bench] {family} round {r + 1}/{args.rounds}: {key} ...", file=sys.stderr, flush=True)
                 theirs[key].append(peer_bench.run_peer(key, runs=repeats, warmup=warmup, threads=args.threads))
         report["families"][family] = side_by_side.family_entry(ours, theirs)
+        _progress(family, report["families"][family])     # a long run shows its figures as it goes
     for d, r in rates.items():
         # the limit's rate: the better of the two readings, what this machine did at best in this run
         r["end"] = limits.matmul_rate(getattr(torch, d), device, **rate_args)
@@ -275,6 +276,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] peer columns missing: {', '.join(peers['missing'])} (see peers.why)", file=sys.stderr)
     print(json.dumps(_rounded(report), indent=2))
     return 0
+
+
+def _progress(family: str, entry: dict) -> None:
+    """One stderr line per family as soon as it is done: the seconds measured, ours and the peers'."""
+    def secs(figs: dict) -> str:
+        return " ".join(f"{k}={v:.3f}" for k, v in figs.items() if k.endswith("_s") and isinstance(v, float))
+    precisions = [k for k, v in entry.items() if isinstance(v, dict) and "precision" in v]
+    ours = "; ".join(f"{p}: train_s={entry[p]['train_s']:.3f} " + " ".join(
+        f"[{label}] {secs(gen)}" for label, gen in entry[p]["generate"].items()) for p in precisions)
+    theirs = "; ".join(f"{name}: {secs(info) or info.get('errors', [{}])[0].get('error')}"
+                       for name, info in entry["peers"].items())
+    print(f"[bench] {family} done. ours {ours}" + (f" | {theirs}" if theirs else ""), file=sys.stderr, flush=True)
 
 
 def _code_version() -> dict:
