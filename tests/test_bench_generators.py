@@ -79,6 +79,8 @@ def test_causal_attention_counts_the_lower_triangle(bench):
     assert full == 2 * 2 * (1 * 2 * 8 * 8 * 4) and causal == full * 9 // 16
 
 
+# ~30 s on 2 cores (the matched-size AR model, counted under FlopCounterMode): run with -m slow
+@pytest.mark.slow
 def test_quick_run_without_peers_prints_ours_the_limit_and_the_missing_peers(bench, capsys):
     code = bench["bench_generators"].main(["--quick", "--peers", "none", "--families", "ar",
                                            "--precisions", "fp32", "--threads", "1"])
