@@ -14,13 +14,14 @@ itself must hold tensors only, which is checked.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from tokgen.io import file_sha256
 
 from ..config import TokenizerConfig
 from ..tokenizer import VQTokenizer, load_checked
@@ -129,14 +130,6 @@ def convert_state(source: str, state: dict[str, Tensor], image_size: int = 256,
     return config, apply_rules(rules, state, shapes, fmt.skip, source)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_tokenizer(source: str, checkpoint: str | Path, out_dir: str | Path, image_size: int = 256,
                       scales: tuple[int, ...] | list[int] | None = None) -> ConvertResult:
     """Convert the released checkpoint file `checkpoint` of format `source` (llamagen-vq16,
@@ -152,7 +145,7 @@ def convert_tokenizer(source: str, checkpoint: str | Path, out_dir: str | Path, 
     config, converted = convert_state(source, state, image_size=image_size, scales=scales)
     tokenizer = VQTokenizer(config)
     load_checked(tokenizer, converted.state, source=str(path))
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     tokenizer.origin = {"format": source, "file": path.name, "sha256": digest, "image_size": image_size}
     tokenizer.save_pretrained(out_dir)
     skipped: dict[str, int] = {}
