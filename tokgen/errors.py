@@ -16,7 +16,7 @@ train/jobs/__init__.py), the OSErrors of a file or folder (FileNotFoundError, Is
 PermissionError, ... anything with an errno), and safetensors' error on a damaged weights file.
 TypeError, KeyError, RuntimeError, AssertionError and the rest are internal errors.
 
-Library checks may tag a ValueError with the config field it is about (`invalid_field`: attributes
+Library checks may tag a ValueError with the config field it is about (`ConfigValueError`: attributes
 `field`, `value`, `reason`); the boundary then names the command's flag for that field
 (`--top-p 1.5: ...` rather than `top_p=1.5: ...`) when the command has one.
 """
@@ -55,10 +55,6 @@ class ErrorExit(SystemExit):
 
     def __str__(self) -> str:
         return self.message
-
-
-def invalid_field(field: str, value: Any, reason: str) -> ConfigValueError:
-    return ConfigValueError(field, value, reason)
 
 
 def debug_enabled(argv: list[str] | None = None) -> bool:
@@ -104,10 +100,6 @@ def positive(v) -> bool:
 
 def at_least(low) -> Callable[[Any], bool]:
     return lambda v: _number(v) and v >= low
-
-
-def finite(v) -> bool:
-    return _number(v)
 
 
 def in_range(low, high, low_open: bool = False, high_open: bool = False) -> Callable[[Any], bool]:
