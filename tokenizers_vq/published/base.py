@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar
 from torch import Tensor
 
 from ..config import TokenizerConfig
-from .keymap import Layout, Rule
+from .keymap import Layout, Rule, codebook_rules
 
 # Settings of every converted quantizer: the codebook is loaded, never k-means-initialised, and
 # no code is restarted as "dead" if the tokenizer is fine-tuned; beta = 0.25 in all three papers.
@@ -29,7 +29,7 @@ class PublishedFormat:
     wrappers: ClassVar[tuple[str, ...]] = ()     # top-level entries that hold the state dict, preferred first
     signature: ClassVar[tuple[str, ...]] = ()    # keys every checkpoint of this format has
     foreign: ClassVar[tuple[str, ...]] = ()      # keys that show the file is another format
-    multi_scale: ClassVar[bool] = False          # takes `scales`
+    cosine_codebook: ClassVar[bool] = False      # rows and inputs l2-normalised at every use (LlamaGen)
 
     # ------------------------------------------------------------------ per format
 
@@ -38,11 +38,17 @@ class PublishedFormat:
         return False
 
     def quantizer_fields(self, state: dict[str, Tensor], scales: tuple[int, ...] | None,
-                         token_size: int) -> dict[str, Any]:  # pragma: no cover - interface
-        raise NotImplementedError
+                         token_size: int) -> dict[str, Any]:
+        """The quantizer's config fields.  By default one token map and one `quantize.embedding`
+        codebook (LlamaGen, taming), l2-normalised when `cosine_codebook`; VAR overrides this."""
+        if scales is not None:
+            raise ValueError(f"scales only apply to the multi-scale var-vqvae format; {self.name} has one token map")
+        size, _ = shape(state, "quantize.embedding.weight", self.name)
+        return dict(quantizer="vq", codebook_size=size, use_cosine_sim=self.cosine_codebook)
 
-    def quantizer_rules(self, config: TokenizerConfig) -> list[Rule]:  # pragma: no cover - interface
-        raise NotImplementedError
+    def quantizer_rules(self, config: TokenizerConfig) -> list[Rule]:
+        """Rules filling our quantizer's keys (by default the single-scale VQ codebook)."""
+        return codebook_rules("quantizer.vq._codebook", "quantize.embedding.weight", normalise=self.cosine_codebook)
 
     # ------------------------------------------------------------------ shared
 

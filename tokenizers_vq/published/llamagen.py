@@ -13,13 +13,8 @@ level next to the latent).
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor
-
-from ..config import TokenizerConfig
-from .base import PublishedFormat, register_format, shape
-from .keymap import Layout, Rule, codebook_rules
+from .base import PublishedFormat, register_format
+from .keymap import Layout
 
 
 @register_format("llamagen-vq16")
@@ -30,17 +25,7 @@ class LlamaGenVQ(PublishedFormat):
     # LlamaGen's sampling and code-extraction scripts read "model"; its demo prefers "ema"
     wrappers = ("model", "ema", "state_dict")
     signature = ("encoder.conv_blocks.0.res.0.conv1.weight", "quantize.embedding.weight", "quant_conv.weight")
+    cosine_codebook = True    # stored normalised: our cosine codebook uses its rows as stored
 
     def skip(self, key: str) -> bool:
         return key == "quantize.codebook_used"     # training-time usage counts
-
-    def quantizer_fields(self, state: dict[str, Tensor], scales: tuple[int, ...] | None,
-                         token_size: int) -> dict[str, Any]:
-        if scales is not None:
-            raise ValueError("scales only apply to the multi-scale var-vqvae format; LlamaGen's tokenizer has "
-                             "one token map")
-        size, _ = shape(state, "quantize.embedding.weight", self.name)
-        return dict(quantizer="vq", codebook_size=size, use_cosine_sim=True)
-
-    def quantizer_rules(self, config: TokenizerConfig) -> list[Rule]:
-        return codebook_rules("quantizer.vq._codebook", "quantize.embedding.weight", normalise=True)

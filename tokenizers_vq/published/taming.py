@@ -10,13 +10,8 @@ keys (LPIPS and the PatchGAN discriminator) are not needed to encode or decode a
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor
-
-from ..config import TokenizerConfig
-from .base import PublishedFormat, register_format, shape
-from .keymap import Layout, Rule, codebook_rules
+from .base import PublishedFormat, register_format
+from .keymap import Layout
 
 
 @register_format("taming-vqgan")
@@ -30,14 +25,3 @@ class TamingVQGAN(PublishedFormat):
 
     def skip(self, key: str) -> bool:
         return key.startswith("loss.")             # LPIPS + discriminator, training only
-
-    def quantizer_fields(self, state: dict[str, Tensor], scales: tuple[int, ...] | None,
-                         token_size: int) -> dict[str, Any]:
-        if scales is not None:
-            raise ValueError("scales only apply to the multi-scale var-vqvae format; taming's VQGAN has one "
-                             "token map")
-        size, _ = shape(state, "quantize.embedding.weight", self.name)
-        return dict(quantizer="vq", codebook_size=size)
-
-    def quantizer_rules(self, config: TokenizerConfig) -> list[Rule]:
-        return codebook_rules("quantizer.vq._codebook", "quantize.embedding.weight")

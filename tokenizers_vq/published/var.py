@@ -30,7 +30,6 @@ class VARVQVAE(PublishedFormat):
     layout = Layout(encoder_level="encoder.down.{i}", decoder_level="decoder.up.{i}", res="block",
                     middle=("block_1", "attn_1", "block_2"), fused_qkv=True)
     signature = ("encoder.down.0.block.0.conv1.weight", "quantize.embedding.weight", f"{PHIS}.0.weight")
-    multi_scale = True
 
     def skip(self, key: str) -> bool:
         return key == "quantize.ema_vocab_hit_SV"
