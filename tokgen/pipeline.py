@@ -242,8 +242,6 @@ def recorded_tokenizer(generator_dir: str | Path) -> Path | None:
                             f"{ref['relative']!r} beside it. Pass tokenizer=DIR (tokgen sample --tokenizer DIR)")
 
 
-
-
 # ---------------------------------------------------------------------------- the pipeline
 
 class Pipeline:
