@@ -111,6 +111,7 @@ class DiscreteDiffusion:
         self.num_states = num_codes + 1 if kind == "absorbing" else num_codes
         self.mask_id = num_codes if kind == "absorbing" else None
         self.alpha_bar = diffusion_alpha_bar(schedule, timesteps)              # (T+1,) float64
+        self._alpha_bar_cache: dict[torch.device, Tensor] = {}                 # alpha_bar per device (_alpha_bar_on)
 
     def pi(self, device: torch.device | None = None) -> Tensor:
         """The stationary row pi (S,) float64: where the chain ends."""
@@ -133,10 +134,9 @@ class DiscreteDiffusion:
         device = torch.device(device)
         if self.alpha_bar.device == device:
             return self.alpha_bar
-        cache = self.__dict__.setdefault("_alpha_bar_cache", {})
-        if device not in cache:
-            cache[device] = self.alpha_bar.to(device)
-        return cache[device]
+        if device not in self._alpha_bar_cache:
+            self._alpha_bar_cache[device] = self.alpha_bar.to(device)
+        return self._alpha_bar_cache[device]
 
     def q_probs(self, x0: Tensor, t: Tensor) -> Tensor:
         """q(x_t | x_0) = alpha_bar_t onehot(x_0) + (1 - alpha_bar_t) pi: (B, N, S) float64."""
