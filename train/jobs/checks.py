@@ -111,6 +111,22 @@ def check_extract(config) -> None:
                  "pass the folder train-tokenizer wrote (<out-dir>/tokenizer)")
     check_output_folder(config.out, "--out")
     _check_dataset_options(config.dataset, config.dataset_options)
+    _check_extract_scale(config)
+
+
+def _check_extract_scale(config) -> None:
+    """The sharding settings of an ExtractConfig (views normalised to a tuple)."""
+    from tokgen.data.tokens import VIEWS
+
+    if type(config.shard_size) is not int or config.shard_size < 1:
+        raise ConfigValueError("shard_size", config.shard_size, "must be an int >= 1 item per shard")
+    if type(config.num_workers) is not int or config.num_workers < 0:
+        raise ConfigValueError("num_workers", config.num_workers, "must be an int >= 0 (0 = load in the process)")
+    views = tuple(config.views)
+    if any(v not in VIEWS for v in views) or len(set(views)) != len(views):
+        raise ConfigValueError("views", ",".join(views), f"give distinct views among {', '.join(VIEWS)} "
+                                                         "(crops are not available yet)")
+    config.views = views
 
 
 def check_tokenizer_run(config) -> None:

@@ -66,7 +66,6 @@ def extract_tokens(config: ExtractConfig) -> ExtractResult:
     from .checks import check_extract
 
     check_extract(config)         # every setting, before the tokenizer or the dataset is loaded
-    _check_scale_settings(config)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         _init_process_group()
@@ -165,21 +164,6 @@ def _collate(items: list[dict]) -> dict:
 
     return {"image": torch.stack([it["image"] for it in items]), "label": [it["label"] for it in items],
             "caption": [it["caption"] for it in items]}
-
-
-def _check_scale_settings(config: ExtractConfig) -> None:
-    from tokgen.data.tokens import VIEWS
-    from tokgen.errors import ConfigValueError
-
-    if type(config.shard_size) is not int or config.shard_size < 1:
-        raise ConfigValueError("shard_size", config.shard_size, "must be an int >= 1 item per shard")
-    if type(config.num_workers) is not int or config.num_workers < 0:
-        raise ConfigValueError("num_workers", config.num_workers, "must be an int >= 0 (0 = load in the process)")
-    views = tuple(config.views)
-    if any(v not in VIEWS for v in views) or len(set(views)) != len(views):
-        raise ConfigValueError("views", ",".join(views), f"give distinct views among {', '.join(VIEWS)} "
-                                                         "(crops are not available yet)")
-    config.views = views
 
 
 def _init_process_group() -> None:
