@@ -115,8 +115,7 @@ def _evaluate_batchwise(generator, tokenizer, split, config: EvalConfig, n: int,
     seconds = max(e for e, _ in gathered) / max(n, 1)
     if not reads:                                                     # nothing reads the images
         return Evaluation(n, settings, seconds, nfe, None, processes=len(gathered))
-    ordered = [part for _, part in sorted((p for _, ps in gathered for p in ps), key=lambda p: p[0])]
-    scores, features, images = combine_batches(ordered, judge is not None)
+    scores, features, images = combine_batches(_in_batch_order(ps for _, ps in gathered), judge is not None)
     return Evaluation(n, settings, seconds, nfe, scores, features, images, processes=len(gathered))
 
 
@@ -164,8 +163,12 @@ def measure_items(images_of, n: int, batch_size: int, targets, judge, extractor=
     gathered = gather_to_main(parts) if distributed else [parts]
     if gathered is None:
         return None
-    return combine_batches([part for _, part in sorted((p for ps in gathered for p in ps), key=lambda p: p[0])],
-                           judge is not None)
+    return combine_batches(_in_batch_order(gathered), judge is not None)
+
+
+def _in_batch_order(gathered) -> list:
+    """The parts of every process (each a list of (batch index, part)), as one list in batch order."""
+    return [part for _, part in sorted((p for parts in gathered for p in parts), key=lambda p: p[0])]
 
 
 def _with_targets(batches, targets):
@@ -292,6 +295,6 @@ def likelihood(generator, split, n: int, *, seed: int = 0, batch_size: int = 64,
     if gathered is None:
         return None, kind
     total = 0.0
-    for _, bits in sorted((p for ps in gathered for p in ps), key=lambda p: p[0]):
+    for bits in _in_batch_order(gathered):
         total += bits
     return total / n, kind
