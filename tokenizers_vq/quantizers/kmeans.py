@@ -16,10 +16,10 @@ autoencoder).  The Lloyd steps assign in chunks, so 327,680 x 16,384 distances (
 in memory at once, and under DDP the cluster sums (not the per-process means, as the library does)
 are all-reduced.
 
-    init = CodebookInit(20 * codebook_size)
+    init = CodebookInit(20 * codebook_size, iters)
     if init.pending(vq._codebook):
-        if init.add(vq._codebook, samples):        # True once enough vectors were gathered
-            init.run(vq._codebook, iters)          # initialised; quantize this batch as usual
+        if init.add(vq._codebook, samples):        # True once enough were gathered and k-means ran
+            ...initialised; quantize this batch as usual...
         else:
             ...pass the input through...
 """
@@ -87,8 +87,9 @@ class CodebookInit:
     again.  `pending` caches the codebook's `initted` flag on the host after one read (no sync and
     no graph break per step); `reset()` drops that cache (a quantizer calls it after load_state_dict)."""
 
-    def __init__(self, min_vectors: int):
+    def __init__(self, min_vectors: int, iters: int = 10):
         self.min_vectors = int(min_vectors)
+        self.iters = iters   # Lloyd iterations
         self.samples: list[Tensor] = []
         self.count = 0       # vectors gathered by this process
         self.seen = 0        # vectors the k-means ran on, summed over processes (0 until it ran)
@@ -109,8 +110,9 @@ class CodebookInit:
 
     @torch.no_grad()
     def add(self, codebook: nn.Module, vectors: Tensor) -> bool:
-        """Keep `vectors` (N, d); True once at least `min_vectors` were gathered (over all processes
-        when the codebook syncs), the same answer on every process."""
+        """Keep `vectors` (N, d); once at least `min_vectors` were gathered (over all processes when
+        the codebook syncs), run the k-means init (`run`).  True when the codebook is initialised,
+        the same answer on every process."""
         vectors = vectors.detach().reshape(-1, vectors.shape[-1]).float()
         self.samples.append(vectors)
         self.count += len(vectors)
@@ -120,16 +122,19 @@ class CodebookInit:
             dist.all_reduce(t)
             total = int(t.item())
         self._total = total
-        return total >= self.min_vectors
+        if total < self.min_vectors:
+            return False
+        self.run(codebook)
+        return True
 
     @torch.no_grad()
-    def run(self, codebook: nn.Module, iters: int) -> None:
+    def run(self, codebook: nn.Module) -> None:
         """k-means on the gathered vectors; load the codebook as vector-quantize-pytorch's init_embed_
         does and mark it initialised."""
         samples = torch.cat(self.samples)
         self.samples = []
         synced = _synced(codebook)
-        means, bins = kmeans(samples, codebook.codebook_size, iters, cosine=bool(codebook.use_cosine_sim),
+        means, bins = kmeans(samples, codebook.codebook_size, self.iters, cosine=bool(codebook.use_cosine_sim),
                              sample_fn=codebook.sample_fn if synced else None,
                              all_reduce=codebook.kmeans_all_reduce_fn if synced else None)
         embed = means.to(codebook.embed.dtype)[None]                # (1, K, d): one codebook

@@ -131,8 +131,7 @@ class MultiScaleVQ(Quantizer):
         self.phis = nn.ModuleList([Phi(dim, phi_ratio) for _ in range(phi_count)])
         self.phi_of_scale = phi_indices(len(self.scales), phi_count)
         # the codebook's init state, cached on the host (no sync per step); 0 vectors: the first batch
-        self.kmeans = CodebookInit(kmeans_init_vectors) if kmeans_init else None
-        self.kmeans_iters = kmeans_iters
+        self.kmeans = CodebookInit(kmeans_init_vectors, kmeans_iters) if kmeans_init else None
         self.register_load_state_dict_post_hook(lambda module, _: module.kmeans and module.kmeans.reset())
 
     @classmethod
@@ -258,7 +257,4 @@ class MultiScaleVQ(Quantizer):
                 codebook.init_embed_(x[None])  # (1, N, d): one codebook
                 self.kmeans.mark_initted()
                 return True
-            if not self.kmeans.add(codebook, x):
-                return False
-            self.kmeans.run(codebook, self.kmeans_iters)
-        return True
+            return self.kmeans.add(codebook, x)

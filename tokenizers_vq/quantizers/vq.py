@@ -56,8 +56,8 @@ class VQ(Quantizer):
             accept_image_fmap=True,
         )
         # k-means over several batches; None: the library's init on the first batch (or no k-means)
-        self.kmeans = CodebookInit(kmeans_init_vectors) if kmeans_init and kmeans_init_vectors > 0 else None
-        self.kmeans_iters = kmeans_iters
+        self.kmeans = CodebookInit(kmeans_init_vectors, kmeans_iters) if kmeans_init and kmeans_init_vectors > 0 \
+            else None
         self.register_load_state_dict_post_hook(lambda module, _: module.kmeans and module.kmeans.reset())
 
     @classmethod
@@ -93,10 +93,7 @@ class VQ(Quantizer):
         codebook = self.vq._codebook
         with full_precision(z.device):
             x = codebook.transform_input(self.vq.project_in(rearrange(z.detach().float(), "b c h w -> b (h w) c")))
-        if not self.kmeans.add(codebook, x):
-            return False
-        self.kmeans.run(codebook, self.kmeans_iters)
-        return True
+        return self.kmeans.add(codebook, x)
 
     def indices_to_latent(self, indices: list[Tensor]) -> Tensor:
         (ids,) = indices
