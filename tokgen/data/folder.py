@@ -228,9 +228,21 @@ def _item_rng(seed: int, epoch: int, i: int) -> np.random.Generator:
 # ----------------------------------------------------------------------------- map-style core
 
 class _ReportsSkips:
-    """`.skipped`, `.skip_reasons` and the report of a dataset that keeps a `_SkipLog` in `_skips`."""
+    """The settings check (`_setup`), `.skipped`, `.skip_reasons` and the report shared by the map-style
+    and streaming datasets, which keep a `_SkipLog` in `_skips`."""
 
     _skips: _SkipLog
+
+    def _setup(self, source: str, split: str, image_size: int, augment: str, crop_ratio, seed: int) -> None:
+        """The settings every image dataset here checks and keeps, and a fresh skip log."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        _check_augment(augment, crop_ratio, seed)
+        self.source, self.split, self.image_size = source, split, image_size
+        self.augment, self.crop_ratio, self.seed, self.epoch = augment, _crop_range(crop_ratio), seed, 0
+        self._skips = _SkipLog()
 
     def _report(self, total, warn: bool, stacklevel: int) -> list[tuple[str, str]]:
         bad = self._skips.gather()
@@ -257,16 +269,6 @@ class _LazyImages(_ReportsSkips, Dataset):
     standard items, decoded on demand, bad ones skipped (see the module docstring)."""
 
     decodes_files = True  # tokgen.data.default_num_workers: worth DataLoader workers
-
-    def _setup(self, source: str, split: str, image_size: int, augment: str, crop_ratio, seed: int) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-        _check_augment(augment, crop_ratio, seed)
-        self.source, self.split, self.image_size = source, split, image_size
-        self.augment, self.crop_ratio, self.seed, self.epoch = augment, _crop_range(crop_ratio), seed, 0
-        self._skips = _SkipLog()
 
     def _finish_setup(self, num_rows: int, keys, carve: tuple[str, ...]) -> None:
         """`keys()` gives every row's split key (only called when a split is carved)."""
@@ -618,16 +620,10 @@ class HFStreamingDataset(_ReportsSkips, IterableDataset):
         import datasets
 
         name_or_path = os.fspath(name_or_path)
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        self._setup(name_or_path, split, image_size, augment, crop_ratio, seed)
         if "split" in load_kwargs:
             raise ValueError("pass split= as HFStreamingDataset's own argument ('train'/'val'/'test')")
         load_kwargs.pop("streaming", None)
-        _check_augment(augment, crop_ratio, seed)
-        self.source, self.split, self.image_size = name_or_path, split, image_size
-        self.augment, self.crop_ratio, self.seed, self.epoch = augment, _crop_range(crop_ratio), seed, 0
         ext = os.path.splitext(name_or_path)[1].lower()
         if os.path.isfile(name_or_path) and ext in DATA_FILE_BUILDERS:
             loaded = datasets.load_dataset(DATA_FILE_BUILDERS[ext], data_files=name_or_path, cache_dir=cache_dir,
@@ -647,8 +643,6 @@ class HFStreamingDataset(_ReportsSkips, IterableDataset):
         self.caption_column = _caption_column(features, caption_column, name_or_path)
         self.classes = _class_names(features, self.label_column)
         self._stream = pool.cast_column(self.image_column, datasets.Image(decode=False))
-        self._skips = _SkipLog()
-        self._seen = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
