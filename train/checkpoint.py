@@ -43,6 +43,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file
 
+from tokgen.errors import UsageError
 from tokgen.io import file_sha256
 
 from .ema import EMA
@@ -57,11 +58,11 @@ _NAME = re.compile(r"^checkpoint-(\d+)$")
 _DAMAGED_SUFFIX = ".damaged"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """No checkpoint can be resumed from: the message names each one tried and its damaged file."""
 
 
-class RunLockedError(ValueError):
+class RunLockedError(UsageError):
     """Another live run holds the run folder's lock."""
 
 
