@@ -30,9 +30,9 @@ class TokenizerOptimConfig:
     weight_decay: float = 0.0   # > 0: AdamW's decoupled weight decay on every parameter; 0: plain Adam
 
     def validate(self) -> None:
-        if self.weight_decay < 0 or not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ValueError(f"tokenizer optimizer: betas must be in [0, 1) and weight_decay >= 0, got "
-                             f"{self.beta1}, {self.beta2}, {self.weight_decay}")
+        from ..jobs.checks import check_optim  # the same fields as OptimConfig: one set of checks
+
+        check_optim(self)
 
 
 class TokenizerTask(TrainTask):
