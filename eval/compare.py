@@ -363,11 +363,12 @@ def _notes(results: dict) -> list[str]:
     s = results.get("settings", {})
     n, nll_n = s.get("n", "N"), s.get("nll_n", "M")
     judge = s.get("judge") or "no judge"
+    space = s.get("feature_space", "the judge's features")
     return [
         f"- **Judged columns**: the {judge} reads each sample against its condition (the first {n} "
         "validation items' captions or labels); per-attribute accuracies beside the headline figure.",
         f"- **FD, KID, precision, recall**: the samples against {s.get('reference') or f'{n} real test images'}, "
-        f"in {s.get('feature_space', 'the judge' + chr(39) + 's features')}; KID is the mean over subsets (std in "
+        f"in {space}; KID is the mean over subsets (std in "
         "results.json)" + ("; without the real images' features (a statistics file) KID, precision and recall are "
                            "n/a." if s.get("fid_stats") else "."),
         "- **NFE / image**: transformer evaluations per image, counted during sampling: "
