@@ -67,7 +67,7 @@ def write_token_split(folder: str | os.PathLike, split: str, tokens: list[torch.
     options = dict(dataset_options or {})
     meta = check_token_folder(folder, spec, source, options)  # before anything is written
     folder.mkdir(parents=True, exist_ok=True)
-    dtype = torch.int16 if spec["codebook_size"] <= 2**15 else torch.int32
+    dtype = getattr(torch, token_dtype(spec["codebook_size"]).name)  # the shards' rule: int16 or int32
     tensors = {f"scale_{k}": t.to(dtype).contiguous() for k, t in enumerate(tokens)}
     tensors["label"] = labels.long().contiguous()
     stale = folder / split / "manifest.json"           # a sharded split of the same name gives way
