@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         if condition_kind(args.condition).uses_captions else None
     load_before = os.getloadavg()
     dtypes = sorted({precision.dtype for precision in precisions.values()}, key=str)
-    # --quick: a smaller GEMM (1024, 3 runs), enough for a smoke test; a figure uses limits.RATE_SIZE
-    rate_args = dict(size=1024, runs=3) if args.quick else {}
+    # --quick: a smaller GEMM (1024^3, 3 runs), enough for a smoke test; a figure uses machine.RATE_SHAPE
+    rate_args = dict(shape=(1024, 1024, 1024), runs=3) if args.quick else {}
     rates = {_dtype_name(d): {"start": limits.matmul_rate(d, device, **rate_args)} for d in dtypes}
     peers = peer_bench.discover(selection, families, device.type, args.condition)
     report = {"machine": {**describe(device, rate=False), "load_average_before": load_before},

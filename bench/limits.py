@@ -13,51 +13,13 @@ a lower bound that no implementation reaches; ours / limit says how far from it 
 """
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Callable
 
 import torch
 from torch.utils import flop_counter as fc
 
-# The rate's GEMM: square, large enough that a 2-core AVX2 CPU spends ~0.1 s on it (17 GFLOP),
-# so the kernel runs at its sustained rate rather than its start-up cost.
-RATE_SIZE = 2048
-RATE_RUNS = 5
-# A dtype this device emulates (bfloat16 without AVX512-BF16/AMX: ~1 GFLOP/s) would take minutes
-# at RATE_SIZE; one GEMM slower than this at the probe size keeps the rate measured there.
-SLOW_PROBE_S = 0.05
-PROBE_SIZE = 512
-
-
-def matmul_rate(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                size: int = RATE_SIZE, runs: int = RATE_RUNS) -> dict:
-    """GFLOP/s of a (size x size) @ (size x size) matmul in `dtype` on the current thread count:
-    the median of `runs` timed GEMMs after one warm-up.  A dtype this device runs slowly is
-    measured at PROBE_SIZE instead (the `size` field says which)."""
-    device = torch.device(device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-
-    def times(n: int, k: int) -> list[float]:
-        g = torch.Generator().manual_seed(0)
-        a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
-        b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
-        out = []
-        for i in range(k + 1):                      # the first is a warm-up
-            sync()
-            start = time.perf_counter()
-            a @ b
-            sync()
-            if i:
-                out.append(time.perf_counter() - start)
-        return out
-
-    probe = times(PROBE_SIZE, 1)
-    n, ts = (PROBE_SIZE, probe) if probe[0] > SLOW_PROBE_S else (size, times(size, runs))
-    seconds = statistics.median(ts)
-    return {"dtype": str(dtype).removeprefix("torch."), "gflops": 2 * n ** 3 / seconds / 1e9, "size": n,
-            "runs": len(ts), "threads": torch.get_num_threads(),
-            "spread_gflops": [2 * n ** 3 / max(ts) / 1e9, 2 * n ** 3 / min(ts) / 1e9]}
+# the machine's matmul rate: one measurement for the demo, compare and the bench
+from tokgen.train.machine import matmul_rate  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------- counting FLOPs

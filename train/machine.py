@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -30,24 +31,53 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+# The rate's GEMM: square, large enough that a 2-core AVX2 CPU spends ~0.1 s on it (17 GFLOP),
+# so the kernel runs at its sustained rate rather than its start-up cost.
+RATE_SHAPE = (2048, 2048, 2048)
+RATE_RUNS = 5
+# A dtype this device emulates (bfloat16 without AVX512-BF16/AMX: ~1 GFLOP/s) would take minutes
+# at RATE_SHAPE; one GEMM slower than this at the probe size keeps the rate measured there.
+SLOW_PROBE_S = 0.05
+PROBE_SHAPE = (512, 512, 512)
+
+
+def matmul_rate(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                shape: tuple[int, int, int] = RATE_SHAPE, runs: int = RATE_RUNS) -> dict:
+    """GFLOP/s of an (m x k) @ (k x n) matmul, `shape` = (m, k, n), in `dtype` on the current
+    thread count: the median of `runs` timed GEMMs after one warm-up.  A dtype this device runs
+    slowly is measured at PROBE_SHAPE instead (the `shape` field says which)."""
+    device = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    def times(mkn: tuple[int, int, int], count: int) -> list[float]:
+        m, k, n = mkn
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(m, k, generator=g).to(device=device, dtype=dtype)
+        b = torch.randn(k, n, generator=g).to(device=device, dtype=dtype)
+        out = []
+        for i in range(count + 1):                      # the first is a warm-up
+            sync()
+            start = time.perf_counter()
+            a @ b
+            sync()
+            if i:
+                out.append(time.perf_counter() - start)
+        return out
+
+    probe = times(PROBE_SHAPE, 1)
+    mkn, ts = (PROBE_SHAPE, probe) if probe[0] > SLOW_PROBE_S else (tuple(shape), times(tuple(shape), runs))
+    flop = 2 * mkn[0] * mkn[1] * mkn[2]
+    return {"dtype": str(dtype).removeprefix("torch."), "gflops": flop / statistics.median(ts) / 1e9,
+            "shape": list(mkn), "runs": len(ts), "threads": torch.get_num_threads(),
+            "spread_gflops": [flop / max(ts) / 1e9, flop / min(ts) / 1e9]}
+
+
 def fp32_matmul_gflops(iterations: int = 20, shape: tuple[int, int, int] = MATMUL_SHAPE,
                        device: torch.device | str = "cpu") -> float:
-    """GFLOP/s of `iterations` back-to-back float32 matmuls of `shape` (m, k, n) on the current
-    thread count, after 3 warm-up ones: the machine's usable matmul rate at this moment (a loaded
-    host reads lower; measure at the start and the end of a long run)."""
-    m, k, n = shape
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(m, k, generator=g).to(device)
-    b = torch.randn(k, n, generator=g).to(device)
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    for _ in range(3):
-        a @ b
-    sync()
-    start = time.perf_counter()
-    for _ in range(iterations):
-        a @ b
-    sync()
-    return round(2 * m * k * n * iterations / (time.perf_counter() - start) / 1e9, 1)
+    """GFLOP/s of float32 matmuls of `shape` (m, k, n) on the current thread count (the median of
+    `iterations` after a warm-up): the machine's usable matmul rate at this moment (a loaded host
+    reads lower; measure at the start and the end of a long run)."""
+    return round(matmul_rate(torch.float32, device, shape=shape, runs=iterations)["gflops"], 1)
 
 
 def describe(device: torch.device | str = "cpu", *, rate: bool = True) -> dict:
