@@ -1,6 +1,7 @@
 """Sampling and training speed of every registered generator family at the peers' matched
 configuration (../shared/PEERS.md), side by side with the peers' own code run in the same session
-and with the machine's arithmetic limit (bench/limits.py).
+with the machine's arithmetic limit (bench/limits.py) and with the kernel floor (bench/floor.py:
+the same matmul and attention calls replayed alone).
 
     python bench/bench_generators.py                      # every family, float32 and auto, peers if set up
     python bench/bench_generators.py --quick --peers none # one repeat, no warm-up: a smoke test
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import floor  # noqa: E402
 import limits  # noqa: E402
 import peer_harness as peer_bench  # noqa: E402
 import side_by_side  # noqa: E402
@@ -109,12 +111,17 @@ def condition(model, batch: int):
     return model.make_condition(labels=labels, captions=(CAPTIONS * batch)[:batch])
 
 
-def timed(fn, repeats: int, warmup: int, device: torch.device, flops: dict | None = None, key: str = "") -> float:
-    """Median wall time of fn() over `repeats` runs after `warmup` untimed ones.  With `flops`, the
-    first untimed run (an extra one when warmup is 0) runs under limits.count_flops and stores the
-    call's FLOPs at flops[key]: the counter slows it, and only untimed runs may be slowed."""
+def timed(fn, repeats: int, warmup: int, device: torch.device, flops: dict | None = None, key: str = "",
+          floors: dict | None = None) -> float:
+    """Median wall time of fn() over `repeats` runs after `warmup` untimed ones.  With `flops`, one
+    untimed run (an extra one when warmup is 0) runs under limits.count_flops and stores the call's
+    FLOPs at flops[key]; with `floors`, one runs under floor.record_kernels and floors[key] gets the
+    replayed kernels' seconds.  Both slow their run, and only untimed runs may be slowed."""
     if flops is not None:
         flops[key] = limits.count_flops(fn)["total"]
+        warmup = max(warmup - 1, 0)
+    if floors is not None:
+        floors[key] = floor.floor_seconds(fn, device, repeats=min(repeats, 3))
         warmup = max(warmup - 1, 0)
     times = []
     for i in range(warmup + repeats):
@@ -157,13 +164,16 @@ def training_call(model, precision: Choice):
     return step
 
 
-def bench_generation(model, steps: int | None, repeats: int, warmup: int, flops: dict | None = None) -> dict:
-    return {k: timed(fn, repeats, warmup, model.device, flops, k) for k, fn in generation_calls(model, steps).items()}
+def bench_generation(model, steps: int | None, repeats: int, warmup: int, flops: dict | None = None,
+                     floors: dict | None = None) -> dict:
+    return {k: timed(fn, repeats, warmup, model.device, flops, k, floors)
+            for k, fn in generation_calls(model, steps).items()}
 
 
-def bench_training(model, precision: Choice, repeats: int, warmup: int, flops: dict | None = None) -> dict:
+def bench_training(model, precision: Choice, repeats: int, warmup: int, flops: dict | None = None,
+                   floors: dict | None = None) -> dict:
     model.train()
-    seconds = timed(training_call(model, precision), repeats, warmup, model.device, flops, "train_s")
+    seconds = timed(training_call(model, precision), repeats, warmup, model.device, flops, "train_s", floors)
     model.eval()
     n = TRAIN_BATCH * model.spec.tokens_per_image
     return {"train_s": seconds, "train_tok_s": n / seconds, "train_img_s": TRAIN_BATCH / seconds}
@@ -171,8 +181,9 @@ def bench_training(model, precision: Choice, repeats: int, warmup: int, flops: d
 
 def bench_family(family: str, condition_kind: str, precisions: dict[str, Choice], repeats: int, warmup: int,
                  device: torch.device, text_tokenizer) -> dict:
-    """Our figures for one family and the FLOPs of each timed call (`flops`: counted in the first
-    precision's warm-up runs; a precision changes the rate, not the count)."""
+    """Our figures for one family, the FLOPs of each timed call (`flops`: counted in the first
+    precision's warm-up runs; a precision changes the rate, not the count) and, per precision, its
+    kernel floor (`floor_s`: the kernels differ with the dtype)."""
     model = build(family, condition_kind, text_tokenizer).to(device)
     result = {"params_M": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2),
               "scales": list(model.spec.scales), "tokens_per_image": model.spec.tokens_per_image}
@@ -181,13 +192,16 @@ def bench_family(family: str, condition_kind: str, precisions: dict[str, Choice]
     for name, precision in precisions.items():
         if precision.chosen not in timed_as:
             count = not timed_as                                    # the first precision timed counts
+            floors: dict = {}
             timings = bench_training(model, precision, repeats, warmup,  # float32 weights (bf16: autocast)
-                                     flops if count else None)
+                                     flops if count else None, floors)
             sampler = model.to(precision.dtype)                     # bf16: bfloat16 weights
             timings["generate"] = {}
             for s in steps_timed(family):
                 counted = flops.setdefault("generate", {}).setdefault(_steps_label(s), {}) if count else None
-                timings["generate"][_steps_label(s)] = bench_generation(sampler, s, repeats, warmup, counted)
+                floor_at = floors.setdefault("generate", {}).setdefault(_steps_label(s), {})
+                timings["generate"][_steps_label(s)] = bench_generation(sampler, s, repeats, warmup, counted, floor_at)
+            timings["floor_s"] = floors
             model.float()
             timed_as[precision.chosen] = timings
         result[name] = {"precision": precision.chosen, **timed_as[precision.chosen]}
@@ -206,14 +220,47 @@ def _steps_label(steps: int | None) -> str:
 
 def _per_step(family: str, result: dict, precisions: list[str]) -> dict:
     """Families timed at two step counts (D3PM): the marginal cost of one step, from the difference
-    of the two timings and of the two FLOP counts."""
+    of the two timings, of the two FLOP counts and of the two floors."""
     steps = steps_timed(family)
     if len(steps) < 2:
         return {}
     lo, hi = _steps_label(steps[0]), _steps_label(steps[-1])
     diff = lambda gen: {k: (gen[hi][k] - gen[lo][k]) / (steps[-1] - steps[0]) for k in gen[hi]}  # noqa: E731
     result["flops"]["per_step"] = diff(result["flops"]["generate"])
+    for p in precisions:
+        result[p]["floor_s"]["per_step"] = diff(result[p]["floor_s"]["generate"])
     return {"seconds_per_step": {p: diff(result[p]["generate"]) for p in precisions}}
+
+
+def step_pair(condition_kind: str, precision: Choice, repeats: int, device: torch.device, text_tokenizer) -> dict:
+    """D3PM's marginal step against MaskGIT's step at the same size, timed interleaved: each
+    repeat runs MaskGIT at its peer's step count and D3PM at its two counts back to back, so the
+    two families see the same machine (a family-by-family run lets minutes of host drift between
+    them).  MaskGIT's step = its time / steps; D3PM's = the difference of its two times / the
+    difference of the counts.  Medians over `repeats`."""
+    calls = {}
+    for family in ("maskgit", "d3pm"):
+        model = build(family, condition_kind, text_tokenizer).to(device).to(precision.dtype)
+        for steps in steps_timed(family):
+            for kind, fn in generation_calls(model, steps).items():
+                calls[(family, steps, kind)] = fn
+    times = {key: [] for key in calls}
+    for i in range(repeats + 1):                                      # the first pass warms up
+        for key, fn in calls.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            if i:
+                times[key].append(time.perf_counter() - start)
+    med = {key: statistics.median(v) for key, v in times.items()}
+    (mg_steps,), (lo, hi) = steps_timed("maskgit"), steps_timed("d3pm")
+    out = {"precision": precision.chosen, "repeats": repeats, "maskgit_steps": mg_steps, "d3pm_steps": [lo, hi]}
+    for kind in sorted({k for _, _, k in calls}):
+        maskgit = med[("maskgit", mg_steps, kind)] / mg_steps
+        d3pm = (med[("d3pm", hi, kind)] - med[("d3pm", lo, kind)]) / (hi - lo)
+        out[kind.removesuffix("_s")] = {"maskgit_step_s": maskgit, "d3pm_step_s": d3pm, "d3pm_over_maskgit": d3pm / maskgit}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                 theirs[key].append(peer_bench.run_peer(key, runs=repeats, warmup=warmup, threads=args.threads))
         report["families"][family] = side_by_side.family_entry(ours, theirs)
         _progress(family, report["families"][family])     # a long run shows its figures as it goes
+    if {"d3pm", "maskgit"} <= set(families):
+        print("[bench] d3pm step against maskgit step, interleaved ...", file=sys.stderr, flush=True)
+        first = next(iter(precisions.values()))
+        report["d3pm_step_vs_maskgit"] = step_pair(args.condition, first, repeats, device, text_tokenizer)
     for d, r in rates.items():
         # the limit's rate: the better of the two readings, what this machine did at best in this run
         r["end"] = limits.matmul_rate(getattr(torch, d), device, **rate_args)
@@ -269,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         side_by_side.add_limits(entry, rate_of)
     report["table"] = side_by_side.table(report["families"], list(precisions))
     side_by_side.print_table(report["table"])
+    if "d3pm_step_vs_maskgit" in report:
+        side_by_side.print_step_pair(report["d3pm_step_vs_maskgit"])
     report["warnings"] = _load_warnings(load_before, report["machine"]["load_average_after"], args.threads)
     for w in report["warnings"]:
         print(f"[bench] warning: {w}", file=sys.stderr)

@@ -62,18 +62,26 @@ def _ratios(peer: dict, ours: dict) -> dict:
 
 
 def add_limits(entry: dict, rate_of: dict[str, float]) -> None:
-    """Per precision: limit_s = FLOPs / the measured matmul rate, and ours / limit, beside every figure."""
+    """Per precision, beside every figure: limit_s = FLOPs / the measured matmul rate, and ours /
+    limit; where the kernel floor was measured (floor.py), floor_s, ours / floor and floor / limit."""
     flops = entry["flops"]
     for p, rate in rate_of.items():
-        def one(seconds: float, n: float) -> dict:
-            limit = limit_seconds(n, rate)
-            return {"ours_s": seconds, "limit_s": limit, "ours_over_limit": seconds / limit}
         figs = entry[p]
-        entry[p]["limit"] = {"gflops_rate": rate, "train_s": one(figs["train_s"], flops["train_s"]),
-                             "generate": {label: {k: one(v, flops["generate"][label][k]) for k, v in gen.items()}
+        floors = figs.get("floor_s", {})
+
+        def one(seconds: float, n: float, floor: float | None) -> dict:
+            limit = limit_seconds(n, rate)
+            fig = {"ours_s": seconds, "limit_s": limit, "ours_over_limit": seconds / limit}
+            if floor:
+                fig.update(floor_s=floor, ours_over_floor=seconds / floor, floor_over_limit=floor / limit)
+            return fig
+        gen_floor = lambda label, k: floors.get("generate", {}).get(label, {}).get(k)  # noqa: E731
+        entry[p]["limit"] = {"gflops_rate": rate, "train_s": one(figs["train_s"], flops["train_s"], floors.get("train_s")),
+                             "generate": {label: {k: one(v, flops["generate"][label][k], gen_floor(label, k))
+                                                  for k, v in gen.items()}
                                           for label, gen in figs["generate"].items()}}
         if "seconds_per_step" in entry:
-            entry["seconds_per_step"][p] = {k: one(v, flops["per_step"][k])
+            entry["seconds_per_step"][p] = {k: one(v, flops["per_step"][k], floors.get("per_step", {}).get(k))
                                             for k, v in entry["seconds_per_step"][p].items()}
 
 
@@ -104,11 +112,21 @@ def table(families: dict, precisions: list[str]) -> list[dict]:
 
 def print_table(rows: list[dict], stream=sys.stderr) -> None:
     """The table for a reader, on stderr (stdout holds the JSON)."""
-    fmt = "{:<8} {:<30} {:<5} {:>8} {:>8} {:>8}  {}"
-    print(fmt.format("family", "workload", "prec", "ours_s", "limit_s", "ours/lim", "peer: seconds (peer/ours)"),
-          file=stream)
+    fmt = "{:<8} {:<30} {:<5} {:>8} {:>8} {:>8} {:>8} {:>9}  {}"
+    print(fmt.format("family", "workload", "prec", "ours_s", "limit_s", "ours/lim", "floor_s", "ours/flr",
+                     "peer: seconds (peer/ours)"), file=stream)
     for r in rows:
         peers = "; ".join(f"{n}: {v['peer_s']:.3f} s ({v['peer_over_ours']:.2f}x)" if "peer_s" in v else
                           f"{n}: {v['error']}" for n, v in r["peers"].items())
+        floor = (f"{r['floor_s']:.3f}", f"{r['ours_over_floor']:.2f}x") if "floor_s" in r else ("-", "-")
         print(fmt.format(r["family"], r["workload"], r["precision"], f"{r['ours_s']:.3f}", f"{r['limit_s']:.3f}",
-                         f"{r['ours_over_limit']:.1f}x", peers or "-"), file=stream)
+                         f"{r['ours_over_limit']:.1f}x", *floor, peers or "-"), file=stream)
+
+
+def print_step_pair(pair: dict, stream=sys.stderr) -> None:
+    """D3PM's step against MaskGIT's, from bench_generators.step_pair."""
+    for kind in ("unguided", "guided"):
+        if kind in pair:
+            f = pair[kind]
+            print(f"d3pm step {kind}: {f['d3pm_step_s']:.4f} s, maskgit step {f['maskgit_step_s']:.4f} s: "
+                  f"{f['d3pm_over_maskgit']:.2f}x (interleaved, median of {pair['repeats']})", file=stream)
