@@ -1,7 +1,7 @@
 """Sampling and training speed of every registered generator family at the peers' matched
 configuration (../shared/PEERS.md), side by side with the peers' own code run in the same session
-with the machine's arithmetic limit (bench/limits.py) and with the kernel floor (bench/floor.py:
-the same matmul and attention calls replayed alone).
+with the machine's arithmetic limit (bench/limits.py) and with the time its matmul and attention
+kernels took inside each call (bench/kernels.py).
 
     python bench/bench_generators.py                      # every family, float32 and auto, peers if set up
     python bench/bench_generators.py --quick --peers none # one repeat, no warm-up: a smoke test
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import floor  # noqa: E402
+import kernels  # noqa: E402
 import limits  # noqa: E402
 import peer_harness as peer_bench  # noqa: E402
 import side_by_side  # noqa: E402
@@ -112,16 +112,17 @@ def condition(model, batch: int):
 
 
 def timed(fn, repeats: int, warmup: int, device: torch.device, flops: dict | None = None, key: str = "",
-          floors: dict | None = None) -> float:
+          kernel_s: dict | None = None) -> float:
     """Median wall time of fn() over `repeats` runs after `warmup` untimed ones.  With `flops`, one
     untimed run (an extra one when warmup is 0) runs under limits.count_flops and stores the call's
-    FLOPs at flops[key]; with `floors`, one runs under floor.record_kernels and floors[key] gets the
-    replayed kernels' seconds.  Both slow their run, and only untimed runs may be slowed."""
+    FLOPs at flops[key]; with `kernel_s`, one runs under torch.profiler and kernel_s[key] gets the
+    seconds spent in its matmul and attention kernels (kernels.py).  Both slow their run, and only
+    untimed runs may be slowed."""
     if flops is not None:
         flops[key] = limits.count_flops(fn)["total"]
         warmup = max(warmup - 1, 0)
-    if floors is not None:
-        floors[key] = floor.floor_seconds(fn, device, repeats=min(repeats, 3))
+    if kernel_s is not None:
+        kernel_s[key] = kernels.kernel_time(fn, device)["kernel_s"]
         warmup = max(warmup - 1, 0)
     times = []
     for i in range(warmup + repeats):
@@ -165,15 +166,15 @@ def training_call(model, precision: Choice):
 
 
 def bench_generation(model, steps: int | None, repeats: int, warmup: int, flops: dict | None = None,
-                     floors: dict | None = None) -> dict:
-    return {k: timed(fn, repeats, warmup, model.device, flops, k, floors)
+                     kernel_s: dict | None = None) -> dict:
+    return {k: timed(fn, repeats, warmup, model.device, flops, k, kernel_s)
             for k, fn in generation_calls(model, steps).items()}
 
 
 def bench_training(model, precision: Choice, repeats: int, warmup: int, flops: dict | None = None,
-                   floors: dict | None = None) -> dict:
+                   kernel_s: dict | None = None) -> dict:
     model.train()
-    seconds = timed(training_call(model, precision), repeats, warmup, model.device, flops, "train_s", floors)
+    seconds = timed(training_call(model, precision), repeats, warmup, model.device, flops, "train_s", kernel_s)
     model.eval()
     n = TRAIN_BATCH * model.spec.tokens_per_image
     return {"train_s": seconds, "train_tok_s": n / seconds, "train_img_s": TRAIN_BATCH / seconds}
@@ -182,8 +183,8 @@ def bench_training(model, precision: Choice, repeats: int, warmup: int, flops: d
 def bench_family(family: str, condition_kind: str, precisions: dict[str, Choice], repeats: int, warmup: int,
                  device: torch.device, text_tokenizer) -> dict:
     """Our figures for one family, the FLOPs of each timed call (`flops`: counted in the first
-    precision's warm-up runs; a precision changes the rate, not the count) and, per precision, its
-    kernel floor (`floor_s`: the kernels differ with the dtype)."""
+    precision's warm-up runs; a precision changes the rate, not the count) and, per precision, the
+    seconds its kernels took (`kernel_s`: the kernels differ with the dtype)."""
     model = build(family, condition_kind, text_tokenizer).to(device)
     result = {"params_M": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2),
               "scales": list(model.spec.scales), "tokens_per_image": model.spec.tokens_per_image}
@@ -192,16 +193,16 @@ def bench_family(family: str, condition_kind: str, precisions: dict[str, Choice]
     for name, precision in precisions.items():
         if precision.chosen not in timed_as:
             count = not timed_as                                    # the first precision timed counts
-            floors: dict = {}
+            in_kernels: dict = {}
             timings = bench_training(model, precision, repeats, warmup,  # float32 weights (bf16: autocast)
-                                     flops if count else None, floors)
+                                     flops if count else None, in_kernels)
             sampler = model.to(precision.dtype)                     # bf16: bfloat16 weights
             timings["generate"] = {}
             for s in steps_timed(family):
                 counted = flops.setdefault("generate", {}).setdefault(_steps_label(s), {}) if count else None
-                floor_at = floors.setdefault("generate", {}).setdefault(_steps_label(s), {})
-                timings["generate"][_steps_label(s)] = bench_generation(sampler, s, repeats, warmup, counted, floor_at)
-            timings["floor_s"] = floors
+                kernel_at = in_kernels.setdefault("generate", {}).setdefault(_steps_label(s), {})
+                timings["generate"][_steps_label(s)] = bench_generation(sampler, s, repeats, warmup, counted, kernel_at)
+            timings["kernel_s"] = in_kernels
             model.float()
             timed_as[precision.chosen] = timings
         result[name] = {"precision": precision.chosen, **timed_as[precision.chosen]}
@@ -220,7 +221,7 @@ def _steps_label(steps: int | None) -> str:
 
 def _per_step(family: str, result: dict, precisions: list[str]) -> dict:
     """Families timed at two step counts (D3PM): the marginal cost of one step, from the difference
-    of the two timings, of the two FLOP counts and of the two floors."""
+    of the two timings, of the two FLOP counts and of the two kernel times."""
     steps = steps_timed(family)
     if len(steps) < 2:
         return {}
@@ -228,7 +229,7 @@ def _per_step(family: str, result: dict, precisions: list[str]) -> dict:
     diff = lambda gen: {k: (gen[hi][k] - gen[lo][k]) / (steps[-1] - steps[0]) for k in gen[hi]}  # noqa: E731
     result["flops"]["per_step"] = diff(result["flops"]["generate"])
     for p in precisions:
-        result[p]["floor_s"]["per_step"] = diff(result[p]["floor_s"]["generate"])
+        result[p]["kernel_s"]["per_step"] = diff(result[p]["kernel_s"]["generate"])
     return {"seconds_per_step": {p: diff(result[p]["generate"]) for p in precisions}}
 
 
@@ -305,19 +306,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[bench] {family} round {r + 1}/{args.rounds}: {key} ...", file=sys.stderr, flush=True)
                 theirs[key].append(peer_bench.run_peer(key, runs=repeats, warmup=warmup, threads=args.threads))
         report["families"][family] = side_by_side.family_entry(ours, theirs)
+        for d, r in rates.items():                # the host's speed drifts: a reading after each family
+            r.setdefault("after", {})[family] = limits.matmul_rate(getattr(torch, d), device, **rate_args)
         _progress(family, report["families"][family])     # a long run shows its figures as it goes
     if {"d3pm", "maskgit"} <= set(families):
         print("[bench] d3pm step against maskgit step, interleaved ...", file=sys.stderr, flush=True)
         first = next(iter(precisions.values()))
         report["d3pm_step_vs_maskgit"] = step_pair(args.condition, first, repeats, device, text_tokenizer)
-    for d, r in rates.items():
-        # the limit's rate: the better of the two readings, what this machine did at best in this run
-        r["end"] = limits.matmul_rate(getattr(torch, d), device, **rate_args)
-        r["used_gflops"] = max(r["start"]["gflops"], r["end"]["gflops"])
     report["machine"]["load_average_after"] = os.getloadavg()
-    rate_of = {p: rates[_dtype_name(c.dtype)]["used_gflops"] for p, c in precisions.items()}
-    for entry in report["families"].values():
-        side_by_side.add_limits(entry, rate_of)
+    for d, r in rates.items():
+        # a family's limit uses the better of the readings just before and just after it: what the
+        # machine did at best while that family ran (a shared host's GEMM rate moved 120 -> 175
+        # GFLOP/s within one run, 2026-12-02)
+        readings = [r["start"]] + [r["after"][f] for f in families]
+        r["end"] = readings[-1]
+        r["used_gflops"] = {f: max(readings[i]["gflops"], readings[i + 1]["gflops"]) for i, f in enumerate(families)}
+    for family, entry in report["families"].items():
+        side_by_side.add_limits(entry, {p: rates[_dtype_name(c.dtype)]["used_gflops"][family]
+                                        for p, c in precisions.items()})
     report["table"] = side_by_side.table(report["families"], list(precisions))
     side_by_side.print_table(report["table"])
     if "d3pm_step_vs_maskgit" in report:

@@ -63,25 +63,27 @@ def _ratios(peer: dict, ours: dict) -> dict:
 
 def add_limits(entry: dict, rate_of: dict[str, float]) -> None:
     """Per precision, beside every figure: limit_s = FLOPs / the measured matmul rate, and ours /
-    limit; where the kernel floor was measured (floor.py), floor_s, ours / floor and floor / limit."""
+    limit; where the kernel time was measured (kernels.py), kernel_s, ours / kernel_s and
+    kernel_s / limit."""
     flops = entry["flops"]
     for p, rate in rate_of.items():
         figs = entry[p]
-        floors = figs.get("floor_s", {})
+        in_kernels = figs.get("kernel_s", {})
 
-        def one(seconds: float, n: float, floor: float | None) -> dict:
+        def one(seconds: float, n: float, kernel_s: float | None) -> dict:
             limit = limit_seconds(n, rate)
             fig = {"ours_s": seconds, "limit_s": limit, "ours_over_limit": seconds / limit}
-            if floor:
-                fig.update(floor_s=floor, ours_over_floor=seconds / floor, floor_over_limit=floor / limit)
+            if kernel_s:
+                fig.update(kernel_s=kernel_s, ours_over_kernels=seconds / kernel_s, kernels_over_limit=kernel_s / limit)
             return fig
-        gen_floor = lambda label, k: floors.get("generate", {}).get(label, {}).get(k)  # noqa: E731
-        entry[p]["limit"] = {"gflops_rate": rate, "train_s": one(figs["train_s"], flops["train_s"], floors.get("train_s")),
-                             "generate": {label: {k: one(v, flops["generate"][label][k], gen_floor(label, k))
+        gen_kernels = lambda label, k: in_kernels.get("generate", {}).get(label, {}).get(k)  # noqa: E731
+        entry[p]["limit"] = {"gflops_rate": rate,
+                             "train_s": one(figs["train_s"], flops["train_s"], in_kernels.get("train_s")),
+                             "generate": {label: {k: one(v, flops["generate"][label][k], gen_kernels(label, k))
                                                   for k, v in gen.items()}
                                           for label, gen in figs["generate"].items()}}
         if "seconds_per_step" in entry:
-            entry["seconds_per_step"][p] = {k: one(v, flops["per_step"][k], floors.get("per_step", {}).get(k))
+            entry["seconds_per_step"][p] = {k: one(v, flops["per_step"][k], in_kernels.get("per_step", {}).get(k))
                                             for k, v in entry["seconds_per_step"][p].items()}
 
 
@@ -101,9 +103,9 @@ def table(families: dict, precisions: list[str]) -> list[dict]:
             for name, fig, peer_key in work:
                 row = {"family": family, "workload": name, "precision": entry[p]["precision"], **fig, "peers": {}}
                 for peer, info in entry["peers"].items():
-                    if peer_key and info.get(peer_key):
+                    if peer_key and info.get(peer_key):      # the ratio family_entry computed
                         row["peers"][peer] = {"peer_s": info[peer_key],
-                                              "peer_over_ours": info[peer_key] / fig["ours_s"]}
+                                              "peer_over_ours": info["peer_over_ours"][p][peer_key.removesuffix("_s")]}
                     elif peer_key and "errors" in info and "guided_s" not in info:
                         row["peers"][peer] = {"error": info["errors"][0]["error"]}
                 rows.append(row)
@@ -112,15 +114,15 @@ def table(families: dict, precisions: list[str]) -> list[dict]:
 
 def print_table(rows: list[dict], stream=sys.stderr) -> None:
     """The table for a reader, on stderr (stdout holds the JSON)."""
-    fmt = "{:<8} {:<30} {:<5} {:>8} {:>8} {:>8} {:>8} {:>9}  {}"
-    print(fmt.format("family", "workload", "prec", "ours_s", "limit_s", "ours/lim", "floor_s", "ours/flr",
+    fmt = "{:<8} {:<30} {:<5} {:>8} {:>8} {:>8} {:>9} {:>9}  {}"
+    print(fmt.format("family", "workload", "prec", "ours_s", "limit_s", "ours/lim", "kernel_s", "ours/kern",
                      "peer: seconds (peer/ours)"), file=stream)
     for r in rows:
         peers = "; ".join(f"{n}: {v['peer_s']:.3f} s ({v['peer_over_ours']:.2f}x)" if "peer_s" in v else
                           f"{n}: {v['error']}" for n, v in r["peers"].items())
-        floor = (f"{r['floor_s']:.3f}", f"{r['ours_over_floor']:.2f}x") if "floor_s" in r else ("-", "-")
+        kern = (f"{r['kernel_s']:.3f}", f"{r['ours_over_kernels']:.2f}x") if "kernel_s" in r else ("-", "-")
         print(fmt.format(r["family"], r["workload"], r["precision"], f"{r['ours_s']:.3f}", f"{r['limit_s']:.3f}",
-                         f"{r['ours_over_limit']:.1f}x", *floor, peers or "-"), file=stream)
+                         f"{r['ours_over_limit']:.1f}x", *kern, peers or "-"), file=stream)
 
 
 def print_step_pair(pair: dict, stream=sys.stderr) -> None:
