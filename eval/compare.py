@@ -389,11 +389,10 @@ def _notes(results: dict) -> list[str]:
     ]
 
 
-_DISPLAY = {"ar": "AR", "maskgit": "MaskGIT", "var": "VAR", "d3pm": "D3PM"}     # how the text spells them
-
-
-def _names(families: list[str]) -> str:
-    names = [_DISPLAY.get(f, f) for f in families]
+def _names(families: list[str], facts: dict) -> str:
+    """The families as the text spells them: each family's `display_name`, recorded in its facts
+    (a results.json from before names were recorded: the registered name)."""
+    names = [facts.get(f, {}).get("name") or f for f in families]
     return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
 
 
@@ -401,10 +400,9 @@ def _nfe_text(facts: dict | None) -> str:
     """How each family spends transformer evaluations, from the facts the families declare."""
     if not facts:            # a results.json from before the families' facts were recorded
         return "one per token (AR, KV cache), per scale (VAR) or per sampling step, as each family declares"
-    fixed = [f"{_names([f])} {v['fixed_steps']}" for f, v in facts.items() if v["fixed_steps"]]
+    fixed = [f"{_names([f], facts)} {v['fixed_steps']}" for f, v in facts.items() if v["fixed_steps"]]
     stepped = [f for f, v in facts.items() if not v["fixed_steps"]]
-    parts = fixed + ([f"{_names(stepped)} one per sampling step"] if stepped else [])
-    return "; ".join(parts).replace("per token", "per token (KV cache)")
+    return "; ".join(fixed + ([f"{_names(stepped, facts)} one per sampling step"] if stepped else []))
 
 
 def _likelihood_text(facts: dict | None) -> str:
@@ -413,9 +411,9 @@ def _likelihood_text(facts: dict | None) -> str:
     exact = [f for f, v in facts.items() if v["likelihood"] == "exact"]
     bound = [f for f, v in facts.items() if v["likelihood"] == "bound"]
     none = [f for f, v in facts.items() if not v["likelihood"]]
-    parts = ([f"exact for {_names(exact)}"] if exact else []) + \
-            ([f"for {_names(bound)} the variational bound (≤, an upper bound on its NLL)"] if bound else []) + \
-            ([f"{_names(none)} define{'s' if len(none) == 1 else ''} no likelihood (n/a)"] if none else [])
+    parts = ([f"exact for {_names(exact, facts)}"] if exact else []) + \
+            ([f"for {_names(bound, facts)} the variational bound (≤, an upper bound on its NLL)"] if bound else []) + \
+            ([f"{_names(none, facts)} define{'s' if len(none) == 1 else ''} no likelihood (n/a)"] if none else [])
     return "; ".join(parts)
 
 

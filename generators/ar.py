@@ -63,8 +63,9 @@ class ARConfig(GeneratorConfig):
 @register_family("ar")
 class ARGenerator(Generator):
     config_class = ARConfig
+    display_name = "AR"
     uses_text_encoder = False    # a frozen encoder is refused (its learned text encoder is built in __init__)
-    fixed_steps = "one step per token"       # the KV-cached decoder draws the N tokens one at a time
+    fixed_steps = "one step per token (KV cache)"   # the cached decoder draws the N tokens one at a time
     likelihood = "exact"                     # the raster order factorises the joint: `nll_bits`
     known_support = "raster-prefix"          # given tokens are teacher-forced, so they must come first
     # Guidance acts on each of the N sequential token choices and compounds: at 3.0 the shapes

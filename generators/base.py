@@ -69,6 +69,7 @@ def register_family(name: str):
             raise ValueError(f"generator family {name!r} is already registered by {FAMILIES[name].__name__}")
         _check_facts(name, cls)
         cls.family = name
+        cls.display_name = cls.__dict__.get("display_name") or name   # a subclass does not inherit its parent's
         FAMILIES[name] = cls
         return cls
     return wrap
@@ -128,6 +129,7 @@ class Generator(nn.Module, HubMixin, loader="tokgen.generators:load_generator", 
     them)."""
 
     family: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""             # how reports spell it ("MaskGIT"); "" = the registered name
     config_class: ClassVar[type[GeneratorConfig]] = GeneratorConfig
     uses_text_encoder: ClassVar[bool] = True     # False: text tokens go into the model's own sequence (DALL-E)
     # sampling steps: what generate(steps=None) runs under the family's default config (None when

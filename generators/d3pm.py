@@ -243,6 +243,7 @@ class DiscreteDiffusion:
 @register_family("d3pm")
 class D3PMGenerator(Generator):
     config_class = D3PMConfig
+    display_name = "D3PM"
     default_steps = D3PMConfig.steps or D3PMConfig.timesteps   # the config's default: steps 0 = all T
     compare_steps = (16, 64)         # few and many jumps: the quality a step buys, and its cost
     likelihood = "bound"             # the variational bound `elbo_bits` (also as `nll_bits`)

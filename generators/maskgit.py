@@ -63,6 +63,7 @@ class MaskGITConfig(GeneratorConfig):
 @register_family("maskgit")
 class MaskGITGenerator(Generator):
     config_class = MaskGITConfig
+    display_name = "MaskGIT"
     default_steps = MaskGITConfig.steps     # the config's default, one number
     compare_steps = (8,)                    # one point of the 8-16 MaskGIT works in: decoding costs a forward a step
 

@@ -126,6 +126,7 @@ class VARConfig(GeneratorConfig):
 @register_family("var")
 class VARGenerator(Generator):
     config_class = VARConfig
+    display_name = "VAR"
     fixed_steps = "one step per scale"       # each step draws a whole scale's map
     likelihood = "exact"                     # the scales factorise the joint: `nll_bits`
     # next-scale prediction needs scales to predict: a single-scale spec still builds (one

@@ -83,6 +83,20 @@ def test_report_files_and_json_round_trip(tmp_path):
     assert table(loaded) == table(results)                   # the table is rebuilt from the JSON as is
 
 
+def test_the_notes_spell_each_family_from_its_declared_facts():
+    """How the report names a family and counts its evaluations comes from the family's class
+    (display_name, fixed_steps, likelihood, recorded in results.json), not from a table here."""
+    from tokgen.eval.compare import _likelihood_text, _nfe_text
+    from tokgen.train.jobs.comparison.report import family_facts
+
+    facts = family_facts(["ar", "maskgit", "var", "d3pm"])
+    assert _nfe_text(facts) == ("AR one step per token (KV cache); VAR one step per scale; "
+                                "MaskGIT and D3PM one per sampling step")
+    assert _likelihood_text(facts).startswith("exact for AR and VAR; for D3PM the variational bound")
+    old = {f: {k: v for k, v in fact.items() if k != "name"} for f, fact in facts.items()}   # an older results.json
+    assert _nfe_text(old).startswith("ar one step per token (KV cache)")
+
+
 def test_metrics_of_an_image_set_stream_batches():
     class Judge:   # every image judged right when its mean brightness is above its target
         condition = "label"

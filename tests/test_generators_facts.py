@@ -6,6 +6,7 @@ these facts instead of tables keyed by family or condition name."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import torch
@@ -20,13 +21,13 @@ CAPTIONS = ["a red circle", "a blue square", "", "a green triangle at the top"]
 OVERRIDES = {"var": dict(scale_inputs="learned"), "d3pm": dict(timesteps=10)}
 # the declarations `tokgen compare`, the pipeline and the benchmark were written against
 DECLARED = {
-    "ar": dict(default_steps=None, fixed_steps="one step per token", compare_steps=(), likelihood="exact",
+    "ar": dict(display_name="AR", default_steps=None, fixed_steps="one step per token (KV cache)", compare_steps=(), likelihood="exact",
                needs_multiscale=False, known_support="raster-prefix", default_cfg_scale=1.5, default_top_p=0.9),
-    "maskgit": dict(default_steps=12, fixed_steps=None, compare_steps=(8,), likelihood=None,
+    "maskgit": dict(display_name="MaskGIT", default_steps=12, fixed_steps=None, compare_steps=(8,), likelihood=None,
                     needs_multiscale=False, known_support="any", default_cfg_scale=3.0, default_top_p=None),
-    "var": dict(default_steps=None, fixed_steps="one step per scale", compare_steps=(), likelihood="exact",
+    "var": dict(display_name="VAR", default_steps=None, fixed_steps="one step per scale", compare_steps=(), likelihood="exact",
                 needs_multiscale=True, known_support="any", default_cfg_scale=3.0, default_top_p=None),
-    "d3pm": dict(default_steps=100, fixed_steps=None, compare_steps=(16, 64), likelihood="bound",
+    "d3pm": dict(display_name="D3PM", default_steps=100, fixed_steps=None, compare_steps=(16, 64), likelihood="bound",
                  needs_multiscale=False, known_support="any", default_cfg_scale=3.0, default_top_p=None),
 }
 FAMILY_NAMES = sorted(FAMILIES)
@@ -117,7 +118,7 @@ def test_generate_runs_the_steps_the_family_declares(family):
         same = lambda steps: model.generate(num_samples=2, steps=steps, generator=seeded(1))   # noqa: E731
         assert all(torch.equal(a, b) for a, b in zip(same(None), same(n)))  # its own count is the same call
         for wrong in (n - 1, n + 1):
-            with pytest.raises(ValueError, match=f"fixed step count \\({model.fixed_steps}\\).*None or {n}"):
+            with pytest.raises(ValueError, match=f"fixed step count \\({re.escape(model.fixed_steps)}\\).*None or {n}"):
                 model.generate(num_samples=2, steps=wrong)
     else:
         assert core_passes(model, steps=3) == 3 == model.sampling_steps(3)

@@ -38,8 +38,8 @@ def family_facts(families) -> dict[str, dict]:
     compare.py writes them without importing the generators)."""
     from tokgen.generators import family_class
 
-    return {f: {"fixed_steps": family_class(f).fixed_steps, "likelihood": family_class(f).likelihood}
-            for f in families}
+    return {f: {"name": family_class(f).display_name, "fixed_steps": family_class(f).fixed_steps,
+                "likelihood": family_class(f).likelihood} for f in families}
 
 
 def settings(config: CompareConfig, plan: Plan, ref: Reference, training: dict, device,
