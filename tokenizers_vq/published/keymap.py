@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..autoencoder import AttnBlock, Downsample, ResnetBlock, Upsample
+from ..quantizers.base import CODEBOOK_STATE_KEYS, codebook_state
 
 # Our parameter names that the peers spell differently (the first component of a block's key).
 _RENAMED = {"shortcut": "nin_shortcut", "proj": "proj_out"}
@@ -125,22 +126,18 @@ def autoencoder_rules(tokenizer: nn.Module, layout: Layout) -> list[Rule]:
 
 
 def codebook_rules(target: str, source: str, normalise: bool = False) -> list[Rule]:
-    """Rules filling a vector-quantize-pytorch codebook (`target`, e.g. "quantizer.vq._codebook")
-    from the peer's (K, d) embedding, marked initialised so that no k-means init ever replaces it.
-    The EMA statistics are made consistent with it (each code its own mean over a count of 1), so
-    that fine-tuning starts from the loaded codes.  `normalise`: store l2-normalised rows (LlamaGen
-    normalises its rows at every use; vector-quantize-pytorch's cosine codebook uses them as stored)."""
+    """Rules filling our vector-quantize codebook module (`target`, e.g. "quantizer.vq") from the
+    peer's (K, d) embedding, with the entries `quantizers.base.codebook_state` says make it the
+    codes.  `normalise`: store l2-normalised rows (LlamaGen normalises its rows at every use;
+    vector-quantize-pytorch's cosine codebook uses them as stored)."""
 
-    def codes(tensors: list[Tensor]) -> Tensor:
-        embed = tensors[0].float()
-        return (F.normalize(embed, dim=-1) if normalise else embed)[None]          # (1, K, d)
+    def entry(key: str) -> Callable[[list[Tensor]], Tensor]:
+        def fill(tensors: list[Tensor]) -> Tensor:
+            embed = tensors[0].float()
+            return codebook_state(F.normalize(embed, dim=-1) if normalise else embed)[key]
+        return fill
 
-    return [
-        Rule(f"{target}.embed", (source,), codes),
-        Rule(f"{target}.embed_avg", (source,), codes),
-        Rule(f"{target}.cluster_size", (source,), lambda t: t[0].new_ones(1, t[0].shape[0])),
-        Rule(f"{target}.initted", (source,), lambda t: torch.ones((), dtype=torch.bool, device=t[0].device)),
-    ]
+    return [Rule(f"{target}.{key}", (source,), entry(key)) for key in CODEBOOK_STATE_KEYS]
 
 
 @dataclass
