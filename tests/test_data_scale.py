@@ -16,7 +16,8 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from tokgen.data import build_dataset, default_num_workers  # noqa: E402
-from tokgen.data.folder import HFImageDataset, HFStreamingDataset, ImageFolderDataset  # noqa: E402
+from tokgen.data.folder import ImageFolderDataset  # noqa: E402
+from tokgen.data.hf import HFImageDataset, HFStreamingDataset  # noqa: E402
 from tokgen.data.transforms import resize_shorter_side, square_tensor, to_pixels  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tokgen.data.folder import SPLITS, HFImageDataset, ImageFolderDataset  # noqa: E402
+from tokgen.data.folder import SPLITS, ImageFolderDataset  # noqa: E402
+from tokgen.data.hf import HFImageDataset  # noqa: E402
 from tokgen.data.transforms import square_tensor  # noqa: E402
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}

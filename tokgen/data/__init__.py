@@ -44,7 +44,7 @@ def build_dataset(name: str, split: str = "train", image_size: int | None = None
 
         return ImageFolderDataset(arg, split=split, image_size=size, **options)
     if kind == "hf" and arg:
-        from .folder import HFImageDataset, HFStreamingDataset
+        from .hf import HFImageDataset, HFStreamingDataset
 
         if options.pop("streaming", False):
             return HFStreamingDataset(arg, split=split, image_size=size, **options)
