@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, is_tensorboard_available
 
 from tokgen.errors import ConfigValueError
-from tokgen.train import engine
+from tokgen.train import accelerate_setup
 from tokgen.train.checkpoint import read_trainer_state
 from tokgen.train.engine import TrainConfig, Trainer, _Window
 
@@ -97,9 +97,9 @@ def test_fsdp_and_deepspeed_are_refused_naming_the_fix(tmp_path, monkeypatch, en
 def test_a_sharded_accelerator_state_is_refused():
     for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         with pytest.raises(ValueError, match="DDP instead"):
-            engine._refuse_sharding(kind)
-    engine._refuse_sharding(DistributedType.MULTI_GPU)
-    engine._refuse_sharding(DistributedType.NO)
+            accelerate_setup.refuse_sharding(kind)
+    accelerate_setup.refuse_sharding(DistributedType.MULTI_GPU)
+    accelerate_setup.refuse_sharding(DistributedType.NO)
 
 
 # ---------------------------------------------------------------------------- trackers

@@ -26,13 +26,10 @@ damaged file (train/checkpoint.py). A missing RNG state is damage unless `allow_
 SIGTERM and SIGINT during fit() finish the current step, write a checkpoint and exit with 143 / 130
 (one line says where to resume from). One run writes to an out_dir at a time (`run.lock`).
 
-Accelerate as users configure it: with mixed_precision left at "auto", an ACCELERATE_MIXED_PRECISION
-that `accelerate launch` (its --mixed_precision flag or `accelerate config`'s file) set is used;
-an explicit mixed_precision (--mixed-precision) wins over both; the choice and where it came from
+Accelerate as users configure it (train/accelerate_setup.py: the precision from --mixed-precision or
+`accelerate launch`, trackers, FSDP/DeepSpeed refused); the precision chosen and where it came from
 are printed and recorded (trainer_state.json and fit()'s "precision"). Backward, gradient
-unscaling and clipping go through the Accelerator (which owns the fp16 GradScaler). FSDP and
-DeepSpeed are refused before training (the EMA and checkpoint code need whole parameters on each
-process): use DDP (`accelerate launch --multi_gpu`). Trackers: `report_to` (Accelerate's log_with).
+unscaling and clipping go through the Accelerator (which owns the fp16 GradScaler).
 
 Host syncs: losses and logs stay on the device; the loop reads them once per log_every steps.
 Each step makes one small host read, the skip decision (a non-finite loss, or non-finite
@@ -48,29 +45,14 @@ import os
 import random
 import signal
 import sys
-import threading
 import time
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.state import AcceleratorState, PartialState
-from accelerate.utils import (
-    DistributedType,
-    GradientAccumulationPlugin,
-    LoggerType,
-    ProjectConfiguration,
-    broadcast_object_list,
-    gather_object,
-    is_tensorboard_available,
-    parse_flag_from_env,
-    send_to_device,
-    set_seed,
-)
+from accelerate.utils import broadcast_object_list, gather_object, parse_flag_from_env, send_to_device, set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
@@ -93,7 +75,9 @@ from .checkpoint import (
 from .ema import EMA
 from tokgen.errors import ConfigValueError, at_least, check_ranges, in_range, positive
 
-from .precision import CHOICES, Choice, resolve_precision
+from . import accelerate_setup as setup
+from .stop_signals import StopSignals, ignore_stop_signals
+from .precision import CHOICES
 
 __all__ = ["TrainConfig", "TrainTask", "Trainer", "EpochBatchSampler", "NonFiniteError"]
 
@@ -220,12 +204,13 @@ class Trainer:
         check_train_config(config)
         self.task, self.dataset, self.config = task, dataset, config
         self._time_fraction = 0.0  # read by learning-rate schedules built in configure_optimizers
-        cpu = config.cpu or _cpu_only_multiprocess() or parse_flag_from_env("ACCELERATE_USE_CPU")
-        _refuse_sharding_from_env()
-        self.trackers = _trackers(config)
-        self.precision = _agreed_precision(config.mixed_precision, cpu)
-        self.accelerator = _make_accelerator(config, cpu, self.precision.accelerate_mixed_precision, self.trackers)
-        _refuse_sharding(self.accelerator.distributed_type)
+        cpu = config.cpu or setup.cpu_only_multiprocess() or parse_flag_from_env("ACCELERATE_USE_CPU")
+        setup.refuse_sharding_from_env()
+        self.trackers = setup.trackers(config)
+        self.precision = setup.agreed_precision(config.mixed_precision, cpu)
+        self.accelerator = setup.make_accelerator(config, cpu, self.precision.accelerate_mixed_precision,
+                                                  self.trackers)
+        setup.refuse_sharding(self.accelerator.distributed_type)
         self.accelerator.print(f"precision: {self.precision} [from {self.precision.source}]")
         self._device = self.accelerator.device  # accelerate's state is process-wide: keep ours
         set_seed(config.seed, device_specific=True)  # different dropout/noise on each process
@@ -234,7 +219,7 @@ class Trainer:
         # sorted, so that checkpoint files (model.safetensors, model_1, ...) map to names stably
         self.modules = {n: self.accelerator.prepare(modules[n]) for n in sorted(modules)}
         if config.compile:
-            _compile_modules(self.modules, self.accelerator)
+            setup.compile_modules(self.modules, self.accelerator)
         if hasattr(task, "setup"):
             task.setup(self)
         specs = task.configure_optimizers(dict(self.modules), config)
@@ -256,7 +241,7 @@ class Trainer:
         self.last_logs: dict[str, float] = {}
         self._elapsed_before, self._start, self._last_saved, self._last_eval = 0.0, time.monotonic(), -1, -1
         self._window = _Window()
-        self._signals = _StopSignals(install=False)  # the real ones are installed while fit() runs
+        self._signals = StopSignals(install=False)  # the real ones are installed while fit() runs
         self._agreed_signal = 0
 
     # ------------------------------------------------------------------ public helpers
@@ -292,11 +277,11 @@ class Trainer:
         self._start = time.monotonic()
         lock = self._lock_run_folder()  # before anything in out_dir is touched
         try:
-            with _StopSignals(install=True, verbose=acc.is_main_process) as signals:
+            with StopSignals(install=True, verbose=acc.is_main_process) as signals:
                 self._signals = signals
                 logs = self._fit()
         finally:
-            self._signals = _StopSignals(install=False)
+            self._signals = StopSignals(install=False)
             if lock is not None:
                 lock.release()
             if hasattr(self.dataset, "report_skipped"):      # unreadable files met by this process's workers
@@ -458,7 +443,7 @@ class Trainer:
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         # Accelerator.clip_grad_norm_ unscales all its optimizers again (an error for those unscaled
         # already, and wrong for those that sit out): ours are unscaled above, so it must not.
-        with _no_second_unscale(acc):
+        with setup.no_second_unscale(acc):
             return {n: acc.clip_grad_norm_(_params(self.optimizers[n]), max_norm) for n in names}
 
     def _checked_losses(self, losses: dict) -> dict[str, torch.Tensor]:
@@ -483,7 +468,7 @@ class Trainer:
         return out
 
     def _optimizer_step(self, names: list[str], norms: dict, step_logs: "_Window") -> None:
-        acc, scaler = self.accelerator, self.accelerator.scaler
+        scaler = self.accelerator.scaler
         stepped = dict.fromkeys(names, True)
         if scaler is not None and names:
             # Not AcceleratedOptimizer.step(): it calls scaler.update() after each optimizer, which
@@ -553,7 +538,7 @@ class Trainer:
 
             workers = default_num_workers(self.dataset, self.device, acc.num_processes)
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, generator=g,
-                          pin_memory=self.device.type == "cuda", worker_init_fn=_ignore_stop_signals,
+                          pin_memory=self.device.type == "cuda", worker_init_fn=ignore_stop_signals,
                           collate_fn=getattr(self.task, "collate", None))
 
     # ------------------------------------------------------------------ logs, hooks, checkpoints
@@ -822,147 +807,6 @@ class _Window:
         return {k: float(v) / self.counts[k] for k, v in sums.items()}
 
 
-PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"  # set by `accelerate launch` (its flag, or the config file)
-
-
-def _requested_precision(configured: str) -> tuple[str, str, str]:
-    """(the precision to resolve, where that came from, the flag to name in messages): an explicit
-    mixed_precision wins; "auto" defers to ACCELERATE_MIXED_PRECISION where that is set, and
-    otherwise to the device's choice (train/precision.py)."""
-    env = os.environ.get(PRECISION_ENV, "").strip()
-    if configured != "auto":
-        return configured, "mixed_precision (--mixed-precision)", "--mixed-precision"
-    if not env:
-        return "auto", "auto: the device's choice", "--mixed-precision"
-    if env.lower() not in CHOICES:
-        raise ConfigValueError("mixed_precision", f"{PRECISION_ENV}={env}",
-                               f"tokgen trains in one of {', '.join(c for c in CHOICES if c != 'auto')}: change "
-                               "`accelerate launch --mixed_precision` (or `accelerate config`), or pass "
-                               "--mixed-precision bf16|fp16|fp32, which wins over it")
-    return env, f"{PRECISION_ENV}={env} (accelerate launch / accelerate config)", PRECISION_ENV
-
-
-def _agreed_precision(requested: str, cpu: bool) -> Choice:
-    """The precision for accelerate's device, chosen before the Accelerator is built (it takes the
-    choice). Under several processes the main process's choice is everyone's: each process's
-    probe could time differently, and the processes must autocast alike."""
-    _allow_new_device(cpu)
-    state = PartialState(cpu=cpu)
-    requested, source, flag = _requested_precision(requested)
-    choice = dataclasses.replace(resolve_precision(requested, state.device, flag=flag), source=source)
-    return broadcast_object_list([choice])[0] if state.num_processes > 1 else choice
-
-
-def _trackers(config: TrainConfig) -> list[str]:
-    """Accelerate's log_with for `config.report_to`: "auto" keeps TensorBoard when it is installed
-    (and `tensorboard` is true), quietly nothing otherwise; a tracker named explicitly must be
-    installed (a ConfigValueError names the package to install)."""
-    value = str(config.report_to).strip().lower()
-    if value == "auto":
-        return ["tensorboard"] if config.tensorboard and is_tensorboard_available() else []
-    if value in ("none", ""):
-        return []
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    known = [t for t in LoggerType.list()]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigValueError("report_to", config.report_to,
-                               f"unknown tracker {', '.join(unknown)}: choose auto, none, or from {', '.join(known)}")
-    if "all" in names:
-        return ["all"]  # every installed tracker (accelerate's choice)
-    import accelerate.utils as accelerate_utils
-
-    missing = [n for n in names if not getattr(accelerate_utils, f"is_{n}_available")()]
-    if missing:
-        raise ConfigValueError("report_to", config.report_to,
-                               f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
-                               f"`pip install {' '.join(missing)}`, "
-                               "or leave it out (--report-to none)")
-    return names
-
-
-def _make_accelerator(config: TrainConfig, cpu: bool, mixed_precision: str, trackers: list[str]) -> Accelerator:
-    _allow_new_precision(mixed_precision)
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)]
-    return Accelerator(
-        mixed_precision=mixed_precision,
-        # sync_with_dataloader=False: a step is always grad_accum micro-batches, epoch end or not
-        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.grad_accum,
-                                                                sync_with_dataloader=False),
-        # schedulers step once per optimizer step, not once per process as accelerate does by default
-        step_scheduler_with_optimizer=False,
-        cpu=cpu,
-        log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=config.out_dir,
-                                            logging_dir=str(Path(config.out_dir) / "tensorboard")),
-        kwargs_handlers=handlers,
-    )
-
-
-_SHARDED_FIX = ("tokgen's EMA weights and checkpoints need every parameter whole on each process: train with "
-                "DDP instead (`accelerate launch --multi_gpu`, or `accelerate config` with multi-GPU and no "
-                "FSDP/DeepSpeed)")
-
-
-def _refuse_sharding_from_env() -> None:
-    """FSDP / DeepSpeed asked for by `accelerate launch --use_fsdp / --use_deepspeed` (or its config
-    file): refused before any Accelerator is built (DeepSpeed's would need the package)."""
-    for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
-        if parse_flag_from_env(env):
-            raise ValueError(f"{name} is not supported ({env} is set, by accelerate launch or its config): "
-                             f"{_SHARDED_FIX}")
-
-
-def _refuse_sharding(distributed_type) -> None:
-    if distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise ValueError(f"accelerate's distributed type is {distributed_type.value}, which tokgen does not "
-                         f"support: {_SHARDED_FIX}")
-
-
-@contextlib.contextmanager
-def _no_second_unscale(accelerator: Accelerator):
-    """Accelerator.clip_grad_norm_ with its unscale_gradients() call turned off (the loop has
-    unscaled the optimizers that step, once, itself)."""
-    accelerator.unscale_gradients = lambda optimizer=None: None
-    try:
-        yield
-    finally:
-        del accelerator.unscale_gradients
-
-
-def _compile_modules(modules: dict[str, nn.Module], accelerator: Accelerator) -> None:
-    """torch.compile each trained module's forward in place (nn.Module.compile): parameter names,
-    state dicts, the DDP wrapper and checkpoints stay as they are; fit() takes it off at the end."""
-    if not hasattr(torch, "compile"):
-        raise ValueError("compile=True needs torch.compile (PyTorch >= 2.0): upgrade torch or leave --compile off")
-    for module in modules.values():
-        accelerator.unwrap_model(module).compile()
-
-
-# A second Trainer in one program (a tokenizer, then generators) may use another device or
-# precision: accelerate keeps them in process-wide singletons that silently ignore (device) or
-# refuse (precision) a change, so those are reset first. The process group, if any, is kept.
-def _allow_new_device(cpu: bool) -> None:
-    partial = PartialState._shared_state
-    if partial and partial.get("_cpu") != cpu and partial.get("num_processes", 1) == 1:
-        AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def _allow_new_precision(mixed_precision: str) -> None:
-    full = AcceleratorState._shared_state
-    if full and full.get("_mixed_precision") != mixed_precision:
-        AcceleratorState._reset_state(reset_partial_state=False)
-
-
-def _cpu_only_multiprocess() -> bool:
-    """Launched as several processes on a machine without GPUs: accelerate needs cpu=True to use
-    gloo, otherwise each process silently trains alone."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    has_accelerator = getattr(torch, "accelerator", None)
-    return not (has_accelerator.is_available() if has_accelerator else torch.cuda.is_available())
-
-
 _TRAIN_INTS = ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "log_every", "sample_every",
                "eval_every", "seed", "num_workers", "max_nonfinite")
 
@@ -1072,48 +916,3 @@ def _refusal(config: TrainConfig, rejected: list) -> str:
              else f"{config.out_dir}: no complete checkpoint there can be loaded")
     return (f"cannot resume ({where}): {lines}. Restore the damaged files, resume from another "
             f"checkpoint-<step> folder, or start afresh with resume=None or a new out_dir.{hint}")
-
-
-class _StopSignals:
-    """While fit() runs: SIGTERM and SIGINT only set `received` (the loop then checkpoints and
-    stops); a second one stops at once. Installed only in the main thread (Python allows signal
-    handlers nowhere else); the previous handlers come back on exit."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self, install: bool, verbose: bool = False):
-        self.install = install and threading.current_thread() is threading.main_thread()
-        self.verbose, self.received, self.previous = verbose, 0, {}
-
-    def __enter__(self) -> "_StopSignals":
-        if self.install:
-            for sig in self.SIGNALS:
-                self.previous[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        for sig, handler in self.previous.items():
-            if handler is not None:  # None: set outside Python, cannot be put back
-                signal.signal(sig, handler)
-        self.previous = {}
-        return False
-
-    def _handle(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
-        if self.received:  # the second one: stop now, without a checkpoint
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise SystemExit(128 + signum)
-        self.received = signum
-        if self.verbose:
-            sys.stderr.write(f"\n{name}: finishing this step and writing a checkpoint "
-                             f"(send {name} again to stop at once)\n")
-            sys.stderr.flush()
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM/SIGINT (sent to the whole process group by Ctrl-C or a
-    scheduler): the training process decides when to stop, and shuts its workers down itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
