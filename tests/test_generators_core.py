@@ -145,6 +145,9 @@ def test_kv_cache_overflow_and_reset():
         model(x[:, :1], cache=cache)
     cache.reset()
     assert close(model(x, cache=cache), model(x))
+    cache.reset(1)                          # the buffers are uninitialised: no write may leave a gap
+    with pytest.raises(ValueError, match=r"holds positions \[0, 1\), asked to write at 2"):
+        model(x[:, :1], cache=cache, start=2)
 
 
 def test_cache_smaller_batch_uses_leading_rows():

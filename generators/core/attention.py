@@ -91,6 +91,9 @@ class KVCache:
     def update(self, layer: int, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
         """Write k, v (B, H, T, hd) at [start, start+T); return views of [0, start+T)."""
         b, t = k.shape[0], k.shape[2]
+        if start > self.length:    # the buffers are uninitialised: a gap would be read as garbage
+            raise ValueError(f"KV cache holds positions [0, {self.length}), asked to write at {start}: writes must "
+                             f"continue from the filled length (or reset(length) to rewrite from there)")
         if start + t > self.max_len or b > self.k.shape[1]:
             raise ValueError(f"KV cache holds {self.k.shape[1]} x {self.max_len} positions, asked to write "
                              f"batch {b} at [{start}, {start + t}): allocate a larger cache")
