@@ -13,11 +13,11 @@ from ..engine import check_train_config as check_train  # noqa: F401  (the train
 
 
 def check_optim(optim) -> None:
-    """An OptimConfig (AdamW)."""
+    """An optimizer config with Adam's fields (the generators' AdamW, the tokenizer's Adam recipe)."""
     check_ranges(optim, [
         ("weight_decay", at_least(0), "the weight decay must be >= 0"),
-        ("beta1", in_range(0, 1, high_open=True), "AdamW's beta1 must be in [0, 1)"),
-        ("beta2", in_range(0, 1, high_open=True), "AdamW's beta2 must be in [0, 1)"),
+        ("beta1", in_range(0, 1, high_open=True), "Adam's beta1 must be in [0, 1)"),
+        ("beta2", in_range(0, 1, high_open=True), "Adam's beta2 must be in [0, 1)"),
     ])
 
 
