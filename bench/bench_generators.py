@@ -124,15 +124,18 @@ def timed(fn, repeats: int, warmup: int, device: torch.device, flops: dict | Non
     if kernel_s is not None:
         kernel_s[key] = kernels.kernel_time(fn, device)["kernel_s"]
         warmup = max(warmup - 1, 0)
-    times = []
-    for i in range(warmup + repeats):
-        _sync(device)
-        start = time.perf_counter()
+    for _ in range(warmup):
         fn()
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(wall_time(fn, device) for _ in range(repeats))
+
+
+def wall_time(fn, device: torch.device) -> float:
+    """Seconds of one fn() call, the device synchronised before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
 
 
 def _sync(device: torch.device) -> None:
@@ -245,15 +248,12 @@ def step_pair(condition_kind: str, precision: Choice, repeats: int, device: torc
         for steps in steps_timed(family):
             for kind, fn in generation_calls(model, steps).items():
                 calls[(family, steps, kind)] = fn
+    for fn in calls.values():                                         # one warm-up pass
+        fn()
     times = {key: [] for key in calls}
-    for i in range(repeats + 1):                                      # the first pass warms up
+    for _ in range(repeats):
         for key, fn in calls.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            if i:
-                times[key].append(time.perf_counter() - start)
+            times[key].append(wall_time(fn, device))
     med = {key: statistics.median(v) for key, v in times.items()}
     (mg_steps,), (lo, hi) = steps_timed("maskgit"), steps_timed("d3pm")
     out = {"precision": precision.chosen, "repeats": repeats, "maskgit_steps": mg_steps, "d3pm_steps": [lo, hi]}

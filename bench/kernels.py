@@ -18,6 +18,9 @@ batched differently, another library) can change.  On CUDA the kernels' device t
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from typing import Callable
 
 import torch
@@ -45,10 +48,16 @@ def kernel_time(fn: Callable[[], object], device: torch.device) -> dict:
     CUDA: their kernels' device time."""
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
+    prof = profile(activities=activities)
+    with _quiet_stderr():
+        prof.start()
+    try:
         fn()
         if cuda:
             torch.cuda.synchronize(device)
+    finally:
+        with _quiet_stderr():
+            prof.stop()
     by_op, calls = {}, 0
     for event in prof.key_averages():
         if is_kernel(event.key):
@@ -56,3 +65,18 @@ def kernel_time(fn: Callable[[], object], device: torch.device) -> dict:
             by_op[event.key.removeprefix("aten::")] = micros / 1e6
             calls += event.count
     return {"kernel_s": sum(by_op.values()), "calls": calls, "by_op": by_op}
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null: the profiler's C++ side writes a line there when it starts
+    and stops, in the middle of the bench's progress lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
