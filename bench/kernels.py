@@ -6,9 +6,10 @@ each 256 x 1024 weight, and CPU flash attention at head dim 32 is not a GEMM.  O
 those run several times below the square-GEMM rate whatever code calls them (a 2-core AVX2 EPYC,
 2026-12-02: 40-60 GFLOP/s at 8 rows against 116-175 for 2048^2).  So the bench also measures
 
-    kernel_s = the time the call spent inside those kernels, summed from torch.profiler's self
+    kernel_s = the time the call spent inside those kernels, summed from torch.profiler's
                time of each kernel op (mm, addmm, bmm, baddbmm, the attention kernels, the
-               convolutions, and their backward ops) in one untimed run of the call.
+               convolutions, and their backward ops) with what it calls itself (addmm's copy of
+               the bias into its output is part of addmm), in one untimed run of the call.
 
 It is measured in place, so the kernels see the caches and the memory the model leaves them.
 ours / kernel_s is then how much of our time is not kernel time (Python and dispatch, element-wise
@@ -44,8 +45,9 @@ def is_kernel(name: str) -> bool:
 
 def kernel_time(fn: Callable[[], object], device: torch.device) -> dict:
     """Run fn() once under torch.profiler: {"kernel_s": seconds inside the kernels, "calls": how
-    many kernel calls, "by_op": {op: seconds}}.  CPU: the ops' self time on the calling thread;
-    CUDA: their kernels' device time."""
+    many kernel calls, "by_op": {op: seconds}}.  CPU: each kernel op's time on the calling thread,
+    with the ops it calls (one called by another kernel op counts inside that one); CUDA: the
+    device time of the kernels it launched."""
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     prof = profile(activities=activities)
@@ -58,13 +60,25 @@ def kernel_time(fn: Callable[[], object], device: torch.device) -> dict:
     finally:
         with _quiet_stderr():
             prof.stop()
-    by_op, calls = {}, 0
-    for event in prof.key_averages():
-        if is_kernel(event.key):
-            micros = event.self_device_time_total if cuda else event.self_cpu_time_total
-            by_op[event.key.removeprefix("aten::")] = micros / 1e6
-            calls += event.count
+    by_op: dict[str, float] = {}
+    calls = 0
+    for event in prof.events():
+        if is_kernel(event.name) and not _inside_kernel(event):
+            micros = event.device_time_total if cuda else event.cpu_time_total
+            op = event.name.removeprefix("aten::")
+            by_op[op] = by_op.get(op, 0.0) + micros / 1e6
+            calls += 1
     return {"kernel_s": sum(by_op.values()), "calls": calls, "by_op": by_op}
+
+
+def _inside_kernel(event) -> bool:
+    """Whether a profiler event runs inside another kernel op (counted there already)."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if is_kernel(parent.name):
+            return True
+        parent = parent.cpu_parent
+    return False
 
 
 @contextlib.contextmanager

@@ -48,6 +48,22 @@ def test_kernels_are_told_from_composite_and_elementwise_ops(bench, name, kernel
     assert bench["kernels"].is_kernel(name) is kernel
 
 
+def test_what_a_kernel_op_calls_counts_inside_it(bench):
+    """addmm's copy of the bias into its output is addmm's time; a kernel called by another kernel
+    op (a backward calling mm) is not counted twice; a kernel under a composite op counts."""
+    kernels = bench["kernels"]
+
+    class Event:
+        def __init__(self, name, parent=None):
+            self.name, self.cpu_parent = name, parent
+    linear = Event("aten::linear")
+    addmm = Event("aten::addmm", linear)
+    conv_bwd = Event("aten::convolution_backward")
+    assert not kernels._inside_kernel(addmm)                                  # under a composite: its own
+    assert kernels._inside_kernel(Event("aten::copy_", addmm))
+    assert kernels._inside_kernel(Event("aten::mm", Event("aten::t", conv_bwd)))
+
+
 def test_one_decode_step_counts_each_linear_and_the_attention(bench):
     kernels = bench["kernels"]
     model, B, D = tiny("ar"), 2, 32
