@@ -48,7 +48,7 @@ class PublishedFormat:
 
     def quantizer_rules(self, config: TokenizerConfig) -> list[Rule]:
         """Rules filling our quantizer's keys (by default the single-scale VQ codebook)."""
-        return codebook_rules("quantizer.vq", "quantize.embedding.weight", normalise=self.cosine_codebook)
+        return codebook_rules("quantizer.vq._codebook", "quantize.embedding.weight", normalise=self.cosine_codebook)
 
     # ------------------------------------------------------------------ shared
 

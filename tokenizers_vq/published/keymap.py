@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..autoencoder import AttnBlock, Downsample, ResnetBlock, Upsample
-from ..quantizers.base import CODEBOOK_STATE_KEYS, codebook_state
+from ..quantizers.kmeans import CODEBOOK_STATE_KEYS, codebook_state
 
 # Our parameter names that the peers spell differently (the first component of a block's key).
 _RENAMED = {"shortcut": "nin_shortcut", "proj": "proj_out"}
@@ -126,9 +126,9 @@ def autoencoder_rules(tokenizer: nn.Module, layout: Layout) -> list[Rule]:
 
 
 def codebook_rules(target: str, source: str, normalise: bool = False) -> list[Rule]:
-    """Rules filling our vector-quantize codebook module (`target`, e.g. "quantizer.vq") from the
-    peer's (K, d) embedding, with the entries `quantizers.base.codebook_state` says make it the
-    codes.  `normalise`: store l2-normalised rows (LlamaGen normalises its rows at every use;
+    """Rules filling our vector-quantize codebook (`target`, e.g. "quantizer.vq._codebook") from
+    the peer's (K, d) embedding, with the buffers `quantizers.kmeans.codebook_state` says make it
+    the codes.  `normalise`: store l2-normalised rows (LlamaGen normalises its rows at every use;
     vector-quantize-pytorch's cosine codebook uses them as stored)."""
 
     def entry(key: str) -> Callable[[list[Tensor]], Tensor]:

@@ -50,4 +50,4 @@ class VARVQVAE(PublishedFormat):
     def quantizer_rules(self, config: TokenizerConfig) -> list[Rule]:
         phis = [Rule(f"quantizer.phis.{j}.conv.{p}", (f"{PHIS}.{j}.{p}",))
                 for j in range(config.phi_count) for p in ("weight", "bias")]
-        return codebook_rules("quantizer.vq", "quantize.embedding.weight") + phis
+        return codebook_rules("quantizer.vq._codebook", "quantize.embedding.weight") + phis

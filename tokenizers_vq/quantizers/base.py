@@ -171,17 +171,3 @@ def vector_quantize(dim: int, codebook_size: int, *, learnable_codebook: bool, e
     return VectorQuantize(dim=dim, codebook_size=codebook_size, learnable_codebook=learnable_codebook,
                           ema_update=not learnable_codebook, decay=ema_decay, **options)
 
-
-def codebook_state(embed: Tensor) -> dict[str, Tensor]:
-    """The state-dict entries (keys relative to a `vector_quantize` module) that make `embed`
-    (K, d) its codes: marked initialised, so that no k-means init replaces them, and with EMA
-    statistics consistent with them (each code its own mean over a count of 1), so that
-    fine-tuning starts from these codes.  vector-quantize-pytorch's buffer names are known here,
-    beside the one function that builds its VectorQuantize, and nowhere else."""
-    codes = embed.float()[None]                                                   # (1, K, d): one head
-    return {"_codebook.embed": codes, "_codebook.embed_avg": codes.clone(),
-            "_codebook.cluster_size": codes.new_ones(1, embed.shape[0]),
-            "_codebook.initted": torch.ones((), dtype=torch.bool, device=embed.device)}
-
-
-CODEBOOK_STATE_KEYS = tuple(codebook_state(torch.zeros(1, 1)))

@@ -39,6 +39,22 @@ def _synced(codebook: nn.Module) -> bool:
     return getattr(codebook, "use_ddp", False) and dist.is_available() and dist.is_initialized()
 
 
+def codebook_state(embed: Tensor, counts: Tensor | None = None) -> dict[str, Tensor]:
+    """The buffers of a vector-quantize-pytorch codebook (its `_codebook` module: embed, embed_avg,
+    cluster_size, initted) that hold `embed` (K, d) as its codes, `counts` (K,) vectors behind each
+    (None: 1 each), marked initialised so that no k-means init replaces them.  The EMA statistics
+    agree with the codes (embed_avg = code x count), so training continues from them.  The one
+    place that knows the library's buffer names: the k-means init and the published-checkpoint
+    converter both load codebooks through it."""
+    codes = embed.float()[None]                                                   # (1, K, d): one codebook
+    n = torch.ones(embed.shape[0], device=embed.device) if counts is None else counts.float()
+    return {"embed": codes, "embed_avg": codes * n[None, :, None], "cluster_size": n[None],
+            "initted": torch.ones((), dtype=torch.bool, device=embed.device)}
+
+
+CODEBOOK_STATE_KEYS = tuple(codebook_state(torch.zeros(1, 1)))
+
+
 @torch.no_grad()
 def kmeans(samples: Tensor, num_clusters: int, iters: int, *, cosine: bool = False, sample_fn=None,
            all_reduce=None) -> tuple[Tensor, Tensor]:
@@ -137,9 +153,8 @@ class CodebookInit:
         means, bins = kmeans(samples, codebook.codebook_size, self.iters, cosine=bool(codebook.use_cosine_sim),
                              sample_fn=codebook.sample_fn if synced else None,
                              all_reduce=codebook.kmeans_all_reduce_fn if synced else None)
-        embed = means.to(codebook.embed.dtype)[None]                # (1, K, d): one codebook
-        codebook.embed_avg.data.copy_(embed * bins.to(embed.dtype)[None, :, None])
-        codebook.cluster_size.data.copy_(bins[None].to(codebook.cluster_size.dtype))
+        state = codebook_state(means, bins)
+        for name in ("embed_avg", "cluster_size", "initted"):      # embed follows from them, as in init_embed_
+            getattr(codebook, name).data.copy_(state[name])
         codebook.update_ema()
-        codebook.initted.data.fill_(True)
         self.seen, self._initted = self._total, True
