@@ -224,12 +224,12 @@ class ARGenerator(Generator):
 
     def _decode(self, out: Tensor, start: int, cond: Condition | None, known: tuple[Tensor, Tensor] | None,
                 cfg_scale: float, sampling: dict) -> Tensor:
-        # Why this loop stays eager: at batch 8 a step reads every weight (13.7 MB at width 256,
-        # depth 4, codebook 1024) and the cache so far (8.4 MB on average) for ~60 MFLOP, so it is
-        # bound by memory traffic, not Python: in a 1-thread profile 57% of the time was the linear
-        # layers and 26% the attention kernel.  A torch.compile'd one-token step (inductor, static
-        # full-length cache; AMD EPYC AVX2, 1 thread, 2026-12-02) took 2.5-2.9 s of CPU time for
-        # 256 steps against 2.9 s eager: within the noise, for 37 s of compilation.
+        # Why this loop stays eager: at batch 8 a step is 17 matmuls of 8 rows against each weight
+        # (width 256, depth 4, codebook 1024), and those kernels, not Python, take most of the time:
+        # on a 2-core AVX2 EPYC (2026-12-02) they ran 0.62 s of a 1.0 s sample, 7x the FLOP limit
+        # (bench/kernels.py; the 13.7 MB of weights fit in L3, so the 8-row GEMM itself is slow).
+        # A torch.compile'd one-token step (inductor, static full-length cache; 1 thread) took
+        # 2.5-2.9 s of CPU time for 256 steps against 2.9 s eager, for 37 s of compilation.
         B, N = out.shape
         doubled = guided(cfg_scale)
         prefix = self._prefix(cond, B, None)                                    # (B, P, D)
